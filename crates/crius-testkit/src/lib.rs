@@ -1,0 +1,31 @@
+//! Helpers shared by crius tests; a dev-dependency only, never linked into a binary.
+//!
+//! - [`require_root`]: the single gate for tests that need real root. Under `CI=true` a
+//!   non-root run fails instead of skipping, so CI can never pass by skipping.
+//! - [`rootfs`]: minimal root filesystems built from Debian's `busybox-static`.
+#![forbid(unsafe_code)]
+
+pub mod rootfs;
+
+use std::fs;
+
+/// Returns true when the test may go on as root. Without root it fails under `CI=true`
+/// and otherwise prints a loud skip notice and returns false.
+pub fn require_root(test: &str) -> bool {
+    if effective_uid() == Some(0) {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").map(|v| v != "true").unwrap_or(true),
+        "{test}: needs root, and CI=true forbids skipping"
+    );
+    eprintln!("SKIPPED {test}: needs root");
+    false
+}
+
+/// The effective uid of this process, from `/proc/self/status`.
+pub fn effective_uid() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
