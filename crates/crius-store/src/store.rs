@@ -1,0 +1,753 @@
+//! Opening the store, schema versioning, and transactions.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::ErrorKind as IoErrorKind;
+use std::marker::PhantomData;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::collection::{
+    self, db_err, def, Collection, CollectionMut, Record, Txn, CONTAINER_NAMES, IMAGE_DIGESTS,
+    IMAGE_TAGS, POD_CONTAINERS, POD_NAMES, SETTINGS,
+};
+use crate::error::{Error, Result};
+use crate::records::{
+    ContainerMetadata, ContainerRecord, ImageRecord, LeaseRecord, PodMetadata, PodRecord,
+};
+
+/// The schema version this build writes. Version 1 is the first.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: &str = "meta";
+const SCHEMA_KEY: &str = "schema_version";
+
+/// Every table, created on open so read transactions always find them.
+const TABLES: &[&str] = &[
+    META,
+    PodRecord::TABLE,
+    ContainerRecord::TABLE,
+    ImageRecord::TABLE,
+    LeaseRecord::TABLE,
+    POD_NAMES,
+    CONTAINER_NAMES,
+    POD_CONTAINERS,
+    IMAGE_TAGS,
+    IMAGE_DIGESTS,
+    SETTINGS,
+];
+
+/// The metadata store: one redb file. Cheap to clone; clones share the database.
+///
+/// All calls block on disk I/O: call them from `spawn_blocking` in async code.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: Arc<Path>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it (and its parent directory, mode 0700; the
+    /// file mode 0600) if absent, and brings its schema to [`SCHEMA_VERSION`].
+    ///
+    /// A file from a newer crius is refused with [`Error::SchemaTooNew`]; a file already
+    /// open elsewhere with [`Error::Locked`].
+    ///
+    /// ```no_run
+    /// let store = crius_store::Store::open("/var/lib/crius/meta.redb")?;
+    /// let pods = store.read()?.pods().list()?;
+    /// # Ok::<(), crius_store::Error>(())
+    /// ```
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref();
+        create_file(path)?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
+                path: path.to_path_buf(),
+            },
+            other => db_err(path, "open".to_owned())(other),
+        })?;
+        let store = Store {
+            db: Arc::new(db),
+            path: Arc::from(path),
+        };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts a read transaction: a consistent snapshot of the last commit.
+    pub fn read(&self) -> Result<ReadTxn> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(db_err(&self.path, "begin read transaction".to_owned()))?;
+        Ok(ReadTxn {
+            txn,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Starts a write transaction; blocks while another one is open. Dropping it without
+    /// [`WriteTxn::commit`] discards its changes.
+    pub fn write(&self) -> Result<WriteTxn> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(db_err(&self.path, "begin write transaction".to_owned()))?;
+        Ok(WriteTxn {
+            txn,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Runs `f` in a write transaction and commits if it returns `Ok`; on `Err` nothing
+    /// it wrote is kept.
+    pub fn update<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&WriteTxn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let txn = self.write()?;
+        let value = f(&txn)?;
+        txn.commit()?;
+        Ok(value)
+    }
+
+    /// Checks that every index entry points at a record owning it, that every record's
+    /// unique keys are indexed, and that every container's pod exists. Returns one line
+    /// per problem; empty means consistent. For `crius fsck` and the crash tests.
+    pub fn check_consistency(&self) -> Result<Vec<String>> {
+        let txn = self.read()?;
+        let t = txn.raw();
+        let mut problems = Vec::new();
+        check_indexes::<PodRecord>(t, &[POD_NAMES], &mut problems)?;
+        check_indexes::<ContainerRecord>(t, &[CONTAINER_NAMES, POD_CONTAINERS], &mut problems)?;
+        check_indexes::<ImageRecord>(t, &[IMAGE_TAGS, IMAGE_DIGESTS], &mut problems)?;
+        for c in txn.containers().list()? {
+            if txn.pods().get(&c.pod_id)?.is_none() {
+                problems.push(format!(
+                    "container {} refers to missing pod {}",
+                    c.id, c.pod_id
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
+    fn init_schema(&self) -> Result<()> {
+        let txn = self.write()?;
+        for table in TABLES {
+            txn.txn
+                .open_table(def(table))
+                .map_err(db_err(&self.path, format!("create table {table}")))?;
+        }
+        let found: Option<u64> = txn.raw().get_json(META, SCHEMA_KEY)?;
+        match found {
+            None => {}
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(Error::SchemaTooNew {
+                    path: self.path.to_path_buf(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            Some(mut v) => {
+                while v < SCHEMA_VERSION {
+                    v = migrate(&txn, v)?;
+                }
+            }
+        }
+        let version = collection::encode_setting(SCHEMA_KEY, &SCHEMA_VERSION)?;
+        collection::put(&txn.txn, &self.path, META, SCHEMA_KEY, &version)?;
+        txn.commit()
+    }
+}
+
+/// Migrates the schema from `from` to the next version inside `txn`, returning the new
+/// version. Add one arm per schema change; version 1 is the first, so none exist yet.
+fn migrate(txn: &WriteTxn, from: u64) -> Result<u64> {
+    Err(Error::SchemaUnknown {
+        path: txn.path.to_path_buf(),
+        found: from,
+    })
+}
+
+/// Creates the parent directory (0700) and an empty file (0600) if they are missing;
+/// redb then initialises the empty file.
+fn create_file(path: &Path) -> Result<()> {
+    let create_err = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Create { path: p, source }
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(create_err(parent))?;
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == IoErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(create_err(path)(e)),
+    }
+}
+
+fn check_indexes<R: Record>(
+    txn: Txn<'_>,
+    tables: &[&'static str],
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let records = Collection::<R> {
+        txn,
+        _record: PhantomData,
+    }
+    .list()?;
+    let mut owned = Vec::new();
+    for r in &records {
+        for (table, key) in r.index_keys() {
+            match txn.index_get(table, &key)? {
+                Some(id) if id == r.id() => {}
+                other => problems.push(format!(
+                    "{} {}: index {table} entry {key:?} is {other:?}",
+                    R::KIND,
+                    r.id()
+                )),
+            }
+            owned.push((table, key));
+        }
+    }
+    for table in tables {
+        for (key, _) in txn.scan(table, "")? {
+            if !owned.iter().any(|(t, k)| t == table && *k == key) {
+                problems.push(format!("index {table} entry {key:?} has no {}", R::KIND));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A read-only snapshot.
+pub struct ReadTxn {
+    txn: redb::ReadTransaction,
+    path: Arc<Path>,
+}
+
+/// A write transaction. Dropping it without [`WriteTxn::commit`] discards its changes.
+pub struct WriteTxn {
+    txn: redb::WriteTransaction,
+    path: Arc<Path>,
+}
+
+impl std::fmt::Debug for ReadTxn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadTxn").field("path", &self.path).finish()
+    }
+}
+
+impl std::fmt::Debug for WriteTxn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTxn")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl ReadTxn {
+    fn raw(&self) -> Txn<'_> {
+        Txn::Read(&self.txn, &self.path)
+    }
+
+    /// The records of type `R`.
+    pub fn collection<R: Record>(&self) -> Collection<'_, R> {
+        Collection {
+            txn: self.raw(),
+            _record: PhantomData,
+        }
+    }
+}
+
+impl WriteTxn {
+    fn raw(&self) -> Txn<'_> {
+        Txn::Write(&self.txn, &self.path)
+    }
+
+    /// The records of type `R`, writable.
+    pub fn collection<R: Record>(&self) -> CollectionMut<'_, R> {
+        CollectionMut {
+            read: Collection {
+                txn: self.raw(),
+                _record: PhantomData,
+            },
+            txn: &self.txn,
+        }
+    }
+
+    /// Sets a setting to `value`, encoded as JSON.
+    pub fn set_setting<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        let bytes = collection::encode_setting(key, value)?;
+        collection::put(&self.txn, &self.path, SETTINGS, key, &bytes)
+    }
+
+    /// Removes a setting; `false` if it was not set.
+    pub fn remove_setting(&self, key: &str) -> Result<bool> {
+        collection::delete(&self.txn, &self.path, SETTINGS, key)
+    }
+
+    /// Makes every change durable (fsync) and visible, all at once.
+    pub fn commit(self) -> Result<()> {
+        self.txn
+            .commit()
+            .map_err(db_err(&self.path, "commit".to_owned()))
+    }
+
+    /// Discards every change; the same as dropping the transaction.
+    pub fn abort(self) -> Result<()> {
+        self.txn
+            .abort()
+            .map_err(db_err(&self.path, "abort".to_owned()))
+    }
+}
+
+/// Accessors shared by both transaction types.
+macro_rules! read_accessors {
+    ($txn:ty, $coll:ident) => {
+        impl $txn {
+            /// Pods.
+            pub fn pods(&self) -> $coll<'_, PodRecord> {
+                self.collection()
+            }
+            /// Containers.
+            pub fn containers(&self) -> $coll<'_, ContainerRecord> {
+                self.collection()
+            }
+            /// Images.
+            pub fn images(&self) -> $coll<'_, ImageRecord> {
+                self.collection()
+            }
+            /// Content leases.
+            pub fn leases(&self) -> $coll<'_, LeaseRecord> {
+                self.collection()
+            }
+            /// The pod holding this CRI metadata (name, namespace, uid, attempt).
+            pub fn pod_by_key(&self, metadata: &PodMetadata) -> Result<Option<PodRecord>> {
+                self.by_index(POD_NAMES, &collection::pod_key(metadata))
+            }
+            /// The container of `pod_id` holding this CRI metadata (name, attempt).
+            pub fn container_by_key(
+                &self,
+                pod_id: &str,
+                metadata: &ContainerMetadata,
+            ) -> Result<Option<ContainerRecord>> {
+                self.by_index(
+                    CONTAINER_NAMES,
+                    &collection::container_key(pod_id, metadata),
+                )
+            }
+            /// The containers of a pod, in id order.
+            pub fn containers_of_pod(&self, pod_id: &str) -> Result<Vec<ContainerRecord>> {
+                let prefix = collection::pod_containers_prefix(pod_id);
+                let mut out = Vec::new();
+                for (key, _) in self.raw().scan(POD_CONTAINERS, &prefix)? {
+                    let id = &key[prefix.len()..];
+                    out.push(self.containers().require(id)?);
+                }
+                Ok(out)
+            }
+            /// The image holding this repo tag (`docker.io/library/busybox:latest`).
+            pub fn image_by_tag(&self, repo_tag: &str) -> Result<Option<ImageRecord>> {
+                self.by_index(IMAGE_TAGS, repo_tag)
+            }
+            /// The image holding this repo digest (`docker.io/library/busybox@sha256:...`).
+            pub fn image_by_digest(&self, repo_digest: &str) -> Result<Option<ImageRecord>> {
+                self.by_index(IMAGE_DIGESTS, repo_digest)
+            }
+            /// A setting, decoded from JSON.
+            pub fn setting<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+                self.raw().get_json(SETTINGS, key)
+            }
+            fn by_index<R: Record>(&self, index: &'static str, key: &str) -> Result<Option<R>> {
+                match self.raw().index_get(index, key)? {
+                    Some(id) => self.collection::<R>().require(&id).map(Some),
+                    None => Ok(None),
+                }
+            }
+        }
+    };
+}
+
+read_accessors!(ReadTxn, Collection);
+read_accessors!(WriteTxn, CollectionMut);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ContainerState, ErrorKind, PodState};
+
+    fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("state/meta.redb")).unwrap();
+        (dir, store)
+    }
+
+    fn pod(id: &str, name: &str) -> PodRecord {
+        PodRecord {
+            id: id.into(),
+            metadata: PodMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            },
+            state: PodState::Ready,
+            ips: vec!["10.88.0.2".into()],
+            spec: serde_json::json!({"hostname": name}),
+            ..Default::default()
+        }
+    }
+
+    fn container(id: &str, pod_id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            pod_id: pod_id.into(),
+            metadata: ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            },
+            state: ContainerState::Created,
+            ..Default::default()
+        }
+    }
+
+    fn image(id: &str, tags: &[&str], digests: &[&str]) -> ImageRecord {
+        ImageRecord {
+            id: id.into(),
+            repo_tags: tags.iter().map(|s| s.to_string()).collect(),
+            repo_digests: digests.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn open_creates_private_directory_and_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = temp_store();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
+        assert_eq!(mode(store.path()), 0o600);
+    }
+
+    #[test]
+    fn records_round_trip_and_survive_reopen() {
+        let (dir, store) = temp_store();
+        let p = pod("p1", "web");
+        store
+            .update(|t| {
+                t.pods().insert(&p)?;
+                t.containers().insert(&container("c1", "p1", "app"))?;
+                t.images()
+                    .insert(&image("sha256:a", &["busybox:latest"], &[]))?;
+                t.leases().insert(&LeaseRecord {
+                    id: "l1".into(),
+                    resources: vec!["sha256:a".into()],
+                    ..Default::default()
+                })?;
+                t.set_setting("pod_cidr", "10.88.0.0/16")
+            })
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path().join("state/meta.redb")).unwrap();
+        let r = store.read().unwrap();
+        assert_eq!(r.pods().get("p1").unwrap(), Some(p));
+        assert_eq!(r.containers().list().unwrap().len(), 1);
+        assert_eq!(
+            r.images().require("sha256:a").unwrap().repo_tags,
+            ["busybox:latest"]
+        );
+        assert_eq!(r.leases().list().unwrap()[0].resources, ["sha256:a"]);
+        let cidr: Option<String> = r.setting("pod_cidr").unwrap();
+        assert_eq!(cidr.as_deref(), Some("10.88.0.0/16"));
+        assert_eq!(r.setting::<String>("absent").unwrap(), None);
+    }
+
+    #[test]
+    fn insert_refuses_an_existing_id() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        t.pods().insert(&pod("p1", "a")).unwrap();
+        let err = t.pods().insert(&pod("p1", "b")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn pod_name_is_reserved_and_error_names_the_holder() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        t.pods().insert(&pod("p1", "web")).unwrap();
+        let err = t.pods().insert(&pod("p2", "web")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert!(err.to_string().contains("p1"), "{err}");
+        let mut next = pod("p2", "web");
+        next.metadata.attempt = 1;
+        t.pods().insert(&next).unwrap();
+        assert_eq!(t.pod_by_key(&next.metadata).unwrap().unwrap().id, "p2");
+        assert_eq!(
+            t.pod_by_key(&pod("x", "web").metadata).unwrap().unwrap().id,
+            "p1"
+        );
+    }
+
+    #[test]
+    fn container_name_is_reserved_per_pod() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        t.pods().insert(&pod("p1", "a")).unwrap();
+        t.pods().insert(&pod("p2", "b")).unwrap();
+        t.containers()
+            .insert(&container("c1", "p1", "app"))
+            .unwrap();
+        let err = t
+            .containers()
+            .insert(&container("c2", "p1", "app"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert!(err.to_string().contains("c1"), "{err}");
+        t.containers()
+            .insert(&container("c2", "p2", "app"))
+            .unwrap();
+        let meta = ContainerMetadata {
+            name: "app".into(),
+            attempt: 0,
+        };
+        assert_eq!(t.container_by_key("p2", &meta).unwrap().unwrap().id, "c2");
+        assert_eq!(t.container_by_key("p3", &meta).unwrap(), None);
+    }
+
+    #[test]
+    fn failed_insert_leaves_the_transaction_unchanged() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        t.pods().insert(&pod("p1", "web")).unwrap();
+        t.pods().insert(&pod("p2", "web")).unwrap_err();
+        assert_eq!(t.pods().get("p2").unwrap(), None);
+        t.commit().unwrap();
+        assert!(store.check_consistency().unwrap().is_empty());
+    }
+
+    #[test]
+    fn container_needs_an_existing_pod() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        let err = t
+            .containers()
+            .insert(&container("c1", "nope", "app"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn pod_with_containers_cannot_be_removed() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        t.pods().insert(&pod("p1", "a")).unwrap();
+        t.containers()
+            .insert(&container("c1", "p1", "app"))
+            .unwrap();
+        t.containers()
+            .insert(&container("c2", "p1", "sidecar"))
+            .unwrap();
+        let err = t.pods().remove("p1").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+        let ids: Vec<_> = t
+            .containers_of_pod("p1")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, ["c1", "c2"]);
+        assert!(t.containers().remove("c1").unwrap());
+        assert!(t.containers().remove("c2").unwrap());
+        assert!(t.pods().remove("p1").unwrap());
+    }
+
+    #[test]
+    fn remove_is_idempotent_and_frees_the_name() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        t.pods().insert(&pod("p1", "web")).unwrap();
+        assert!(t.pods().remove("p1").unwrap());
+        assert!(!t.pods().remove("p1").unwrap());
+        assert!(!t.leases().remove("never").unwrap());
+        assert_eq!(t.pod_by_key(&pod("x", "web").metadata).unwrap(), None);
+        t.pods().insert(&pod("p2", "web")).unwrap();
+    }
+
+    #[test]
+    fn update_requires_an_existing_record_and_moves_index_keys() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        let err = t.images().update(&image("sha256:a", &[], &[])).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        t.images()
+            .insert(&image("sha256:a", &["app:v1"], &["app@sha256:m1"]))
+            .unwrap();
+        t.images()
+            .update(&image("sha256:a", &["app:v2"], &["app@sha256:m1"]))
+            .unwrap();
+        assert_eq!(t.image_by_tag("app:v1").unwrap(), None);
+        assert_eq!(t.image_by_tag("app:v2").unwrap().unwrap().id, "sha256:a");
+        assert_eq!(
+            t.image_by_digest("app@sha256:m1").unwrap().unwrap().id,
+            "sha256:a"
+        );
+        let mut c_pod = pod("p1", "a");
+        t.pods().insert(&c_pod).unwrap();
+        c_pod.state = PodState::NotReady;
+        t.pods().update(&c_pod).unwrap();
+        assert_eq!(t.pods().require("p1").unwrap().state, PodState::NotReady);
+    }
+
+    #[test]
+    fn image_tag_held_by_another_image_is_refused() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        t.images()
+            .insert(&image("sha256:a", &["app:latest"], &[]))
+            .unwrap();
+        let err = t
+            .images()
+            .insert(&image("sha256:b", &["app:latest"], &[]))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert!(err.to_string().contains("sha256:a"), "{err}");
+        t.images().update(&image("sha256:a", &[], &[])).unwrap();
+        t.images()
+            .insert(&image("sha256:b", &["app:latest"], &[]))
+            .unwrap();
+        assert_eq!(
+            t.image_by_tag("app:latest").unwrap().unwrap().id,
+            "sha256:b"
+        );
+    }
+
+    #[test]
+    fn invalid_ids_are_refused() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        for id in ["", "a\0b"] {
+            let err = t.pods().insert(&pod(id, "web")).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        }
+    }
+
+    #[test]
+    fn dropped_write_transaction_is_discarded() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        t.pods().insert(&pod("p1", "a")).unwrap();
+        drop(t);
+        let failed: Result<()> = store.update(|t| {
+            t.pods().insert(&pod("p2", "b"))?;
+            Err(Error::NotFound {
+                kind: "test",
+                id: "x".into(),
+            })
+        });
+        assert!(failed.is_err());
+        assert!(store.read().unwrap().pods().list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn read_transaction_sees_a_snapshot() {
+        let (_dir, store) = temp_store();
+        let before = store.read().unwrap();
+        store.update(|t| t.pods().insert(&pod("p1", "a"))).unwrap();
+        assert!(before.pods().list().unwrap().is_empty());
+        assert_eq!(store.read().unwrap().pods().list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn second_open_of_the_same_file_is_locked() {
+        let (_dir, store) = temp_store();
+        let err = Store::open(store.path()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    }
+
+    fn write_schema_version(path: &Path, version: u64) {
+        let db = Database::create(path).unwrap();
+        let t = db.begin_write().unwrap();
+        let bytes = serde_json::to_vec(&version).unwrap();
+        t.open_table(def(META))
+            .unwrap()
+            .insert(SCHEMA_KEY, bytes.as_slice())
+            .unwrap();
+        t.commit().unwrap();
+    }
+
+    #[test]
+    fn newer_schema_version_is_refused() {
+        let (_dir, store) = temp_store();
+        let path = store.path().to_path_buf();
+        store.update(|t| t.pods().insert(&pod("p1", "a"))).unwrap();
+        drop(store);
+        write_schema_version(&path, SCHEMA_VERSION + 1);
+        let err = Store::open(&path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+        assert!(err.to_string().contains("schema version 2"), "{err}");
+        // Refusal must not have touched the file.
+        write_schema_version(&path, SCHEMA_VERSION);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.read().unwrap().pods().list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn schema_version_without_migration_is_refused() {
+        let (_dir, store) = temp_store();
+        let path = store.path().to_path_buf();
+        drop(store);
+        write_schema_version(&path, 0);
+        let err = Store::open(&path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    }
+
+    #[test]
+    fn corrupt_record_is_a_decode_error_not_a_panic() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        collection::put(&t.txn, &t.path, "pods", "bad", b"{not json").unwrap();
+        let err = t.pods().get("bad").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        assert!(err.to_string().contains("pods"), "{err}");
+    }
+
+    #[test]
+    fn consistency_check_reports_dangling_index_entries() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        collection::put(&t.txn, &t.path, IMAGE_TAGS, "ghost:1", b"\"sha256:x\"").unwrap();
+        t.commit().unwrap();
+        let problems = store.check_consistency().unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("ghost:1"));
+    }
+}
