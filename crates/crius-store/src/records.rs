@@ -60,6 +60,12 @@ pub struct PodMetadata {
 }
 
 /// A pod's state, as CRI reports it.
+///
+/// ```text
+/// (run) --> Ready --stop--> NotReady --remove--> (gone)
+/// ```
+///
+/// Which transitions are legal is `crius-core`'s business; the store records them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PodState {
@@ -138,6 +144,13 @@ pub struct ContainerMetadata {
 }
 
 /// A container's state, as CRI reports it.
+///
+/// ```text
+/// (create) --> Created --start--> Running --exit--> Exited --remove--> (gone)
+///                  any --failed cleanup--> Unknown --remove--> (gone)
+/// ```
+///
+/// Which transitions are legal is `crius-core`'s business; the store records them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ContainerState {
