@@ -1,0 +1,44 @@
+//! crius-stream: the CRI streaming server for `exec`, `attach` and
+//! `port-forward`.
+//!
+//! It owns the HTTP listener, the single-use tokens behind the URLs that the
+//! CRI `Exec`/`Attach`/`PortForward` calls return, and the wire protocols
+//! that kubelet, kubectl and crictl speak to those URLs: SPDY/3.1 with the
+//! `v1`–`v4.channel.k8s.io` remotecommand and `portforward.k8s.io`
+//! subprotocols, and WebSocket (RFC 6455) with `channel.k8s.io`,
+//! `base64.channel.k8s.io`, `v4.channel.k8s.io`, `v5.channel.k8s.io` and
+//! the `v4` port-forward framing. The work itself is done by a
+//! [`StreamBackend`] that the daemon implements.
+//!
+//! It refuses to know about pods, containers or protobuf: requests arrive as
+//! plain structs already validated for existence by the caller, and the
+//! backend is opaque. It does not serve TLS (yet).
+//!
+//! Threat model: every byte read from a connection is untrusted. Tokens
+//! carry 128 bits from the kernel's random source, are single use and
+//! expire; any unknown, used or expired token gets a bare 404. SPDY frames,
+//! compressed header blocks (with a cap on their inflated size) and
+//! WebSocket frames are parsed without panicking on any input, with limits
+//! on frame, message and header sizes, and a misbehaving peer only ends
+//! its own connection.
+
+#![forbid(unsafe_code)]
+
+mod backend;
+mod error;
+mod server;
+mod session;
+pub mod spdy;
+mod status;
+mod token;
+pub mod ws;
+
+#[cfg(test)]
+mod testutil;
+
+pub use backend::{
+    AttachRequest, BoxFuture, BoxReader, BoxWriter, ExecRequest, PortForwardRequest, PortStream,
+    StreamBackend, Streams, TermSize,
+};
+pub use error::{Error, ErrorKind, Result};
+pub use server::{StreamServer, StreamServerConfig};

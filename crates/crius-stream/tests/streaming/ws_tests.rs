@@ -1,0 +1,199 @@
+use std::time::Duration;
+
+use crius_stream::{AttachRequest, StreamServerConfig};
+use serde_json::Value;
+
+use crate::common::*;
+
+fn status(out: &std::collections::HashMap<u8, Vec<u8>>) -> Value {
+    serde_json::from_slice(&out[&3]).unwrap()
+}
+
+#[tokio::test]
+async fn ws_v5_exec_echoes_stdin_and_reports_success() {
+    let (srv, _) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["cat"], false, true, false))
+        .unwrap();
+    let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
+    assert_eq!(c.protocol, "v5.channel.k8s.io");
+    c.send(0, b"hello ").await;
+    c.send(0, b"world").await;
+    c.send(255, &[0]).await;
+    let out = c.collect().await;
+    assert_eq!(out[&1], b"hello world");
+    assert_eq!(status(&out)["status"], "Success");
+}
+
+#[tokio::test]
+async fn ws_v4_exec_propagates_non_zero_exit_code() {
+    let (srv, _) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["exit", "3"], false, false, true))
+        .unwrap();
+    let mut c = WsClient::connect(&url, "v4.channel.k8s.io").await.unwrap();
+    let out = c.collect().await;
+    assert_eq!(out[&1], b"bye\n");
+    assert_eq!(out[&2], b"err\n");
+    let s = status(&out);
+    assert_eq!(s["reason"], "NonZeroExitCode");
+    assert_eq!(s["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(s["details"]["causes"][0]["message"], "3");
+}
+
+#[tokio::test]
+async fn ws_base64_protocol_encodes_channels_as_text() {
+    let (srv, _) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["echo", "hi", "there"], false, false, false))
+        .unwrap();
+    let mut c = WsClient::connect(&url, "v4.base64.channel.k8s.io")
+        .await
+        .unwrap();
+    assert_eq!(c.protocol, "v4.base64.channel.k8s.io");
+    let out = c.collect().await;
+    assert_eq!(out[&1], b"hi there");
+    assert_eq!(status(&out)["status"], "Success");
+}
+
+#[tokio::test]
+async fn ws_tty_resize_reaches_backend() {
+    let (srv, _) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["resize"], true, true, false))
+        .unwrap();
+    let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
+    c.send(4, br#"{"Width":132,"Height":43}"#).await;
+    let out = c.collect().await;
+    assert_eq!(out[&1], b"132x43\n");
+}
+
+#[tokio::test]
+async fn ws_backend_error_becomes_failure_status() {
+    let (srv, _) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["fail"], false, false, false))
+        .unwrap();
+    let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
+    let out = c.collect().await;
+    let s = status(&out);
+    assert_eq!(s["status"], "Failure");
+    assert_eq!(s["message"], "container is not running");
+}
+
+#[tokio::test]
+async fn ws_attach_streams_output_and_stdin() {
+    let (srv, _) = server().await;
+    let req = AttachRequest {
+        container_id: "c1".into(),
+        tty: false,
+        stdin: true,
+        stdout: true,
+        stderr: false,
+    };
+    let url = srv.issue_attach(req).unwrap();
+    let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
+    c.send(0, b"typed").await;
+    c.send(255, &[0]).await;
+    let out = c.collect().await;
+    assert_eq!(out[&1], b"attached\ntyped");
+    assert_eq!(status(&out)["status"], "Success");
+}
+
+#[tokio::test]
+async fn ws_sixteen_concurrent_execs_each_get_their_own_output() {
+    let (srv, _) = server().await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let url = srv
+            .issue_exec(exec_req(&["cat"], false, true, false))
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
+            let msg = format!("exec number {i}");
+            c.send(0, msg.as_bytes()).await;
+            c.send(255, &[0]).await;
+            let out = c.collect().await;
+            assert_eq!(out[&1], msg.as_bytes());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn ws_port_forward_copies_to_local_echo_server() {
+    let (srv, backend) = server().await;
+    let port = echo_server().await;
+    let url = srv.issue_port_forward("pod1", &[port]).unwrap();
+    let mut c = WsClient::connect(&url, "v4.channel.k8s.io").await.unwrap();
+    // The first message on each channel is the port, little-endian.
+    let mut got_prefix = 0;
+    while got_prefix < 2 {
+        let f = c.recv().await.unwrap();
+        assert_eq!(&f.payload[1..], &port.to_le_bytes());
+        got_prefix += 1;
+    }
+    c.send(0, b"ping through the tunnel").await;
+    let f = c.recv().await.unwrap();
+    assert_eq!(f.payload[0], 0);
+    assert_eq!(&f.payload[1..], b"ping through the tunnel");
+    assert_eq!(
+        backend.forwarded.lock().unwrap()[0],
+        ("pod1".to_string(), port)
+    );
+}
+
+#[tokio::test]
+async fn token_is_single_use_and_wrong_token_is_404() {
+    let (srv, _) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["echo", "x"], false, false, false))
+        .unwrap();
+    let c = WsClient::connect(&url, "v5.channel.k8s.io").await;
+    assert!(c.is_ok());
+    assert_eq!(
+        WsClient::connect(&url, "v5.channel.k8s.io").await.err(),
+        Some(404)
+    );
+    let wrong = format!("{}X", &url[..url.len() - 1]);
+    assert_eq!(
+        WsClient::connect(&wrong, "v5.channel.k8s.io").await.err(),
+        Some(404)
+    );
+    let (status, _, rest, _) =
+        http_request(&format!("http://{}/nothing", srv.local_addr()), &[]).await;
+    assert_eq!(status, 404);
+    assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn expired_token_is_404() {
+    let cfg = StreamServerConfig {
+        token_ttl: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let (srv, _) = server_with(cfg).await;
+    let url = srv
+        .issue_exec(exec_req(&["echo", "x"], false, false, false))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(
+        WsClient::connect(&url, "v5.channel.k8s.io").await.err(),
+        Some(404)
+    );
+}
+
+#[tokio::test]
+async fn invalid_requests_are_refused_at_issue() {
+    let (srv, _) = server().await;
+    let mut r = exec_req(&["cat"], true, true, true);
+    assert!(srv.issue_exec(r.clone()).is_err());
+    r.tty = false;
+    r.stdin = false;
+    r.stdout = false;
+    r.stderr = false;
+    assert!(srv.issue_exec(r).is_err());
+    assert!(srv.issue_exec(exec_req(&[], false, true, false)).is_err());
+}
