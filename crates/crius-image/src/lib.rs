@@ -4,6 +4,7 @@
 pub mod content;
 pub mod digest;
 pub mod error;
+pub mod snapshot;
 pub mod unpack;
 
 pub use digest::Digest;
