@@ -1,0 +1,4 @@
+//! stub
+/// A runc-compatible CLI (runc, crun, youki).
+#[derive(Debug)]
+pub struct BinaryRuntime;

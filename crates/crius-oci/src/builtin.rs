@@ -1,0 +1,300 @@
+//! The built-in runtime: [`OciRuntime`] on top of the `clone` module, for the
+//! single-threaded monitor. Container records live in memory (the monitor persists what
+//! it needs); no tokio, no threads.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxIdMapping, Process as ProcessSpec, Spec};
+
+use crate::cgroup::CgroupManager;
+use crate::clone::{pidfd_send_signal, spawn};
+use crate::error::{Error, InitError, Result};
+use crate::message::{Channel, Message};
+use crate::plan::{self, HeldFds};
+use crate::runtime::{rootfs_of, validate_id, ContainerState, OciRuntime, Process, Status, Stdio};
+
+#[derive(Debug)]
+struct Record {
+    pid: i32,
+    pidfd: OwnedFd,
+    /// Present until the container started.
+    channel: Option<Channel>,
+    spec: Spec,
+    cgroup: Option<CgroupManager>,
+}
+
+/// The built-in runtime. Must be used from a single-threaded process (see `clone`).
+#[derive(Debug, Default)]
+pub struct BuiltinRuntime {
+    containers: HashMap<String, Record>,
+}
+
+impl BuiltinRuntime {
+    /// An empty runtime.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cgroup of container `id`, when its spec named one.
+    pub fn cgroup(&self, id: &str) -> Option<&CgroupManager> {
+        self.containers.get(id).and_then(|r| r.cgroup.as_ref())
+    }
+
+    fn record(&self, id: &str) -> Result<&Record> {
+        self.containers
+            .get(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    fn cgroup_for(spec: &Spec) -> Result<Option<CgroupManager>> {
+        let Some(linux) = spec.linux() else {
+            return Ok(None);
+        };
+        let Some(path) = linux.cgroups_path() else {
+            return Ok(None);
+        };
+        let mgr = CgroupManager::new(path)?;
+        mgr.create()?;
+        if let Some(res) = linux.resources() {
+            if let Err(e) = mgr.apply(res) {
+                let _ = mgr.delete();
+                return Err(e);
+            }
+        }
+        Ok(Some(mgr))
+    }
+}
+
+fn write_id_maps(pid: Pid, spec: &Spec) -> std::result::Result<(), String> {
+    let linux = spec.linux().as_ref().ok_or("no linux section")?;
+    let fmt = |maps: &Option<Vec<LinuxIdMapping>>| {
+        maps.iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    for (file, maps) in [
+        ("uid_map", linux.uid_mappings()),
+        ("gid_map", linux.gid_mappings()),
+    ] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, fmt(maps)).map_err(|e| format!("write {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Whether the process behind `pidfd` has exited (pidfd is readable then).
+fn exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// Kills and reaps a child that failed during setup.
+fn abandon(pidfd: &OwnedFd) {
+    let _ = pidfd_send_signal(pidfd, Signal::SIGKILL);
+    let _ = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED);
+}
+
+/// Spawns the children for `plan`, places the process in `cgroup`, and lets it go on.
+fn launch(
+    id: &str,
+    plan: &crate::init::InitPlan,
+    spec: &Spec,
+    cgroup: Option<&CgroupManager>,
+) -> Result<(Channel, crate::clone::Spawned)> {
+    let (parent, child) = Channel::pair().map_err(|e| Error::sys("socketpair", e))?;
+    let mut map = |pid: Pid| write_id_maps(pid, spec);
+    let spawned = spawn(plan, &parent, child, &mut map).map_err(|source| Error::Init {
+        id: id.into(),
+        source,
+    })?;
+    let go = cgroup
+        .map(|c| c.add_process(spawned.pid.as_raw()))
+        .unwrap_or(Ok(()))
+        .and_then(|()| {
+            parent
+                .send(&Message::Continue, None)
+                .map_err(Error::Protocol)
+        });
+    if let Err(e) = go {
+        abandon(&spawned.pidfd);
+        return Err(e);
+    }
+    Ok((parent, spawned))
+}
+
+impl OciRuntime for BuiltinRuntime {
+    fn name(&self) -> &str {
+        "builtin"
+    }
+
+    fn create(&mut self, id: &str, bundle: &Path, spec: &Spec, stdio: Stdio) -> Result<Process> {
+        validate_id(id)?;
+        if self.containers.contains_key(id) {
+            return Err(Error::AlreadyExists(id.to_string()));
+        }
+        let rootfs = rootfs_of(bundle, spec)?;
+        let mut held = HeldFds::default();
+        let plan = plan::for_container(spec, bundle, &rootfs, stdio, &mut held)?;
+        let cgroup = Self::cgroup_for(spec)?;
+        let launched = launch(id, &plan, spec, cgroup.as_ref());
+        drop(held.fds);
+        let (channel, spawned) = match launched {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(c) = &cgroup {
+                    let _ = c.delete();
+                }
+                return Err(e);
+            }
+        };
+        if let Err(r) = channel.expect(&Message::Created) {
+            abandon(&spawned.pidfd);
+            if let Some(c) = &cgroup {
+                let _ = c.delete();
+            }
+            return Err(Error::Init {
+                id: id.into(),
+                source: r.into_init_error(),
+            });
+        }
+        let pidfd = spawned
+            .pidfd
+            .try_clone()
+            .map_err(|e| Error::io("pidfd", e))?;
+        tracing::debug!(container_id = %id, pid = spawned.pid.as_raw(), "container created");
+        self.containers.insert(
+            id.to_string(),
+            Record {
+                pid: spawned.pid.as_raw(),
+                pidfd: spawned.pidfd,
+                channel: Some(channel),
+                spec: spec.clone(),
+                cgroup,
+            },
+        );
+        Ok(Process::new(spawned.pid.as_raw(), pidfd, held.pty_master))
+    }
+
+    fn start(&mut self, id: &str) -> Result<()> {
+        let rec = self
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let Some(channel) = rec.channel.take() else {
+            return Err(Error::WrongState {
+                id: id.into(),
+                op: "start",
+                state: "started".into(),
+            });
+        };
+        channel
+            .send(&Message::Start, None)
+            .map_err(Error::Protocol)?;
+        // The socket is close-on-exec: EOF means the exec happened.
+        match channel.recv() {
+            Ok(None) => Ok(()),
+            Ok(Some((Message::Failed(source), _))) => Err(Error::Init {
+                id: id.into(),
+                source,
+            }),
+            Ok(Some((other, _))) => Err(Error::Protocol(format!(
+                "expected EOF after Start, got {other:?}"
+            ))),
+            Err(e) => Err(Error::Protocol(e)),
+        }
+    }
+
+    fn kill(&mut self, id: &str, signal: Signal) -> Result<()> {
+        let rec = self.record(id)?;
+        match pidfd_send_signal(&rec.pidfd, signal) {
+            Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+            Err(e) => Err(Error::sys(format!("signal {signal} to {id}"), e)),
+        }
+    }
+
+    fn state(&mut self, id: &str) -> Result<ContainerState> {
+        let rec = self.record(id)?;
+        let status = if exited(&rec.pidfd) {
+            Status::Stopped
+        } else if rec.channel.is_some() {
+            Status::Created
+        } else {
+            Status::Running
+        };
+        Ok(ContainerState {
+            id: id.to_string(),
+            status,
+            pid: Some(rec.pid),
+        })
+    }
+
+    fn delete(&mut self, id: &str, force: bool) -> Result<()> {
+        let rec = self.record(id)?;
+        let running = !exited(&rec.pidfd);
+        if running && !force && rec.channel.is_none() {
+            return Err(Error::WrongState {
+                id: id.into(),
+                op: "delete",
+                state: "running".into(),
+            });
+        }
+        if running {
+            let _ = pidfd_send_signal(&rec.pidfd, Signal::SIGKILL);
+            let mut fds = [PollFd::new(rec.pidfd.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(5000u16));
+        }
+        if let Some(c) = &rec.cgroup {
+            c.kill_all(Duration::from_secs(5))?;
+            c.delete()?;
+        }
+        self.containers.remove(id);
+        Ok(())
+    }
+
+    fn exec(&mut self, id: &str, process: &ProcessSpec, stdio: Stdio) -> Result<Process> {
+        let rec = self.record(id)?;
+        if rec.channel.is_some() || exited(&rec.pidfd) {
+            return Err(Error::WrongState {
+                id: id.into(),
+                op: "exec",
+                state: "not running".into(),
+            });
+        }
+        let mut held = HeldFds::default();
+        let plan = plan::for_exec(&rec.spec, rec.pid, process, stdio, &mut held)?;
+        let launched = launch(id, &plan, &rec.spec, rec.cgroup.as_ref());
+        drop(held.fds);
+        let (channel, spawned) = launched?;
+        match channel.recv() {
+            Ok(None) => {}
+            Ok(Some((Message::Failed(source), _))) => {
+                let _ = waitid(Id::PIDFd(spawned.pidfd.as_fd()), WaitPidFlag::WEXITED);
+                return Err(Error::Init {
+                    id: id.into(),
+                    source,
+                });
+            }
+            Ok(Some((other, _))) => {
+                abandon(&spawned.pidfd);
+                return Err(Error::Init {
+                    id: id.into(),
+                    source: InitError::Sync(format!("unexpected {other:?}")),
+                });
+            }
+            Err(e) => return Err(Error::Protocol(e)),
+        }
+        Ok(Process::new(
+            spawned.pid.as_raw(),
+            spawned.pidfd,
+            held.pty_master,
+        ))
+    }
+}

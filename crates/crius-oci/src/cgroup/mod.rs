@@ -1,0 +1,281 @@
+//! cgroups v1 and v2 behind one [`CgroupManager`] (enum dispatch: the set is closed).
+//!
+//! Driver: cgroupfs only (direct file writes under the hierarchy mounts; cgroups-rs was
+//! not needed for the handful of files involved). A systemd driver (transient scope units
+//! over D-Bus) may come later; until then a systemd-style `cgroupsPath` (`slice:prefix:name`)
+//! is refused with `InvalidArgument`.
+//!
+//! Paths: `cgroupsPath` is relative to each hierarchy root (an absolute-looking path is
+//! taken relative to the root too); `..` components are refused.
+
+mod v1;
+mod v2;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::LinuxResources;
+
+use crate::error::{Error, Result};
+
+pub use v1::V1Manager;
+pub use v2::V2Manager;
+
+/// Usage figures of one cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// Total CPU time, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory usage minus inactive file cache (kubelet's "working set"), bytes.
+    pub memory_working_set: u64,
+    /// Memory usage, bytes.
+    pub memory_usage: u64,
+    /// Processes (tasks) in the cgroup.
+    pub pids: u64,
+    /// OOM kills inside the cgroup.
+    pub oom_kills: u64,
+}
+
+/// A container's cgroup on whichever hierarchy the host runs.
+#[derive(Debug, Clone)]
+pub enum CgroupManager {
+    /// Legacy hierarchies, one per controller.
+    V1(V1Manager),
+    /// The unified hierarchy.
+    V2(V2Manager),
+}
+
+impl CgroupManager {
+    /// The manager for `path` on the host's cgroup layout (v2 when /sys/fs/cgroup is
+    /// cgroup2, otherwise v1 hierarchies read from /proc/self/mountinfo).
+    pub fn new(path: &Path) -> Result<Self> {
+        let rel = relative(path)?;
+        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            return Ok(CgroupManager::V2(V2Manager::new(
+                Path::new("/sys/fs/cgroup"),
+                &rel,
+            )));
+        }
+        Ok(CgroupManager::V1(V1Manager::new(
+            v1::host_hierarchies()?,
+            &rel,
+        )))
+    }
+
+    /// A v2 manager on an explicit cgroup2 mount (the `unified` mount of a hybrid host).
+    pub fn v2_at(mount: &Path, path: &Path) -> Result<Self> {
+        Ok(CgroupManager::V2(V2Manager::new(mount, &relative(path)?)))
+    }
+
+    /// A v1 manager on explicit hierarchy mounts (controller name → mount point).
+    pub fn v1_with(hierarchies: BTreeMap<String, PathBuf>, path: &Path) -> Result<Self> {
+        Ok(CgroupManager::V1(V1Manager::new(
+            hierarchies,
+            &relative(path)?,
+        )))
+    }
+
+    /// Creates the cgroup (and missing parents). Idempotent.
+    pub fn create(&self) -> Result<()> {
+        match self {
+            CgroupManager::V1(m) => m.create(),
+            CgroupManager::V2(m) => m.create(),
+        }
+    }
+
+    /// Applies `resources`; also used for live updates.
+    pub fn apply(&self, resources: &LinuxResources) -> Result<()> {
+        match self {
+            CgroupManager::V1(m) => m.apply(resources),
+            CgroupManager::V2(m) => m.apply(resources),
+        }
+    }
+
+    /// Moves process `pid` into the cgroup.
+    pub fn add_process(&self, pid: i32) -> Result<()> {
+        match self {
+            CgroupManager::V1(m) => m.add_process(pid),
+            CgroupManager::V2(m) => m.add_process(pid),
+        }
+    }
+
+    /// The pids in the cgroup.
+    pub fn processes(&self) -> Result<Vec<i32>> {
+        match self {
+            CgroupManager::V1(m) => m.processes(),
+            CgroupManager::V2(m) => m.processes(),
+        }
+    }
+
+    /// Usage figures.
+    pub fn stats(&self) -> Result<CgroupStats> {
+        match self {
+            CgroupManager::V1(m) => m.stats(),
+            CgroupManager::V2(m) => m.stats(),
+        }
+    }
+
+    /// Freezes (true) or thaws (false) every process in the cgroup.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        match self {
+            CgroupManager::V1(m) => m.freeze(frozen),
+            CgroupManager::V2(m) => m.freeze(frozen),
+        }
+    }
+
+    /// SIGKILLs every process (frozen first where supported so none can fork away) and
+    /// waits up to `timeout` for the cgroup to empty.
+    pub fn kill_all(&self, timeout: Duration) -> Result<()> {
+        let _ = self.freeze(true);
+        for pid in self.processes()? {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.freeze(false);
+        let deadline = Instant::now() + timeout;
+        while !self.processes()?.is_empty() {
+            if Instant::now() > deadline {
+                return Err(self.error("processes left after SIGKILL"));
+            }
+            for pid in self.processes()? {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Kills what is left and removes the cgroup. Deleting a missing cgroup succeeds.
+    pub fn delete(&self) -> Result<()> {
+        if self.exists() {
+            self.kill_all(Duration::from_secs(5))?;
+        }
+        match self {
+            CgroupManager::V1(m) => m.delete(),
+            CgroupManager::V2(m) => m.delete(),
+        }
+    }
+
+    /// Whether the cgroup directory exists.
+    pub fn exists(&self) -> bool {
+        match self {
+            CgroupManager::V1(m) => m.exists(),
+            CgroupManager::V2(m) => m.exists(),
+        }
+    }
+
+    fn error(&self, message: &str) -> Error {
+        let path = match self {
+            CgroupManager::V1(m) => m.path().to_path_buf(),
+            CgroupManager::V2(m) => m.path().to_path_buf(),
+        };
+        Error::Cgroup {
+            path,
+            message: message.into(),
+        }
+    }
+}
+
+fn relative(path: &Path) -> Result<PathBuf> {
+    let s = path.to_string_lossy();
+    if !s.starts_with('/') && s.matches(':').count() == 2 {
+        return Err(Error::InvalidSpec(format!(
+            "cgroupsPath {s}: the systemd cgroup driver is not implemented; use a cgroupfs path"
+        )));
+    }
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(Error::InvalidSpec(format!(
+                    "cgroupsPath {s} must not contain '..'"
+                )))
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(Error::InvalidSpec("cgroupsPath is empty".into()));
+    }
+    Ok(out)
+}
+
+/// Writes `value` to `dir/file`, naming both on failure.
+pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    std::fs::write(dir.join(file), value).map_err(|e| Error::Cgroup {
+        path: dir.to_path_buf(),
+        message: format!("write {file}={value}: {e}"),
+    })
+}
+
+/// Reads `dir/file` trimmed.
+pub(crate) fn read(dir: &Path, file: &str) -> Result<String> {
+    std::fs::read_to_string(dir.join(file))
+        .map(|s| s.trim().to_string())
+        .map_err(|e| Error::Cgroup {
+            path: dir.to_path_buf(),
+            message: format!("read {file}: {e}"),
+        })
+}
+
+/// The value of `key` in a flat-keyed file (`memory.stat`, `cpu.stat`, `memory.events`).
+pub(crate) fn keyed(dir: &Path, file: &str, key: &str) -> Result<u64> {
+    let text = read(dir, file)?;
+    Ok(text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|r| r.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0))
+}
+
+/// Pids listed in `dir/cgroup.procs`.
+pub(crate) fn procs(dir: &Path) -> Result<Vec<i32>> {
+    match std::fs::read_to_string(dir.join("cgroup.procs")) {
+        Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::Cgroup {
+            path: dir.to_path_buf(),
+            message: format!("read cgroup.procs: {e}"),
+        }),
+    }
+}
+
+/// rmdir with a few retries (the kernel releases an emptied cgroup asynchronously).
+pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
+    for _ in 0..50 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    std::fs::remove_dir(dir).map_err(|e| Error::Cgroup {
+        path: dir.to_path_buf(),
+        message: format!("rmdir: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_paths_cannot_climb_out() {
+        assert!(relative(Path::new("/a/../../etc")).is_err());
+        assert!(relative(Path::new("system.slice:crius:abc")).is_err());
+        assert_eq!(
+            relative(Path::new("/crius/pod/ctr")).unwrap(),
+            PathBuf::from("crius/pod/ctr")
+        );
+    }
+}

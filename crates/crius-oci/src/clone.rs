@@ -1,0 +1,307 @@
+//! Every fork, clone, setns and raw process syscall of the crate lives here.
+//!
+//! Process tree of a container start (see `message.rs` for the protocol):
+//!
+//! ```text
+//! caller (single-threaded monitor)
+//!  ├─ stage-1   fork(); joins namespaces by path, unshares new ones (user first, the
+//!  │            caller writes its id maps), then clone3(CLONE_PARENT|CLONE_PIDFD) and exits
+//!  └─ init      a sibling of stage-1, so a direct child of the caller: pid 1 of a new
+//!               pid namespace when asked; mounts, pivots, drops privileges, execs
+//! ```
+//!
+//! Why two stages: a new or joined pid namespace only applies to children
+//! (`pid_namespaces(7)`), and the caller must never change its own namespaces.
+//! `CLONE_PARENT` makes the init the caller's child, so the caller reaps it and can
+//! `waitid(P_PIDFD)` for its exit status.
+//!
+//! The caller must be single-threaded (crius-monitor is): after fork only this thread
+//! exists in the child, and glibc's fork keeps malloc usable there. Tests (multi-threaded
+//! test harness) rely on glibc's atfork malloc handling too; they take no other locks.
+//!
+//! The /proc/self/exe overwrite class (CVE-2019-5736): nothing of ours is ever re-executed.
+//! The init and exec children are forks of the caller that `execve` the container's binary
+//! directly; until that exec they are non-dumpable, so container processes cannot open
+//! their `/proc/<pid>/exe` (the caller's binary) without CAP_SYS_PTRACE in the initial
+//! user namespace.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::Signal;
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::error::InitError;
+use crate::init::{self, InitPlan};
+use crate::message::{Channel, Message};
+
+/// The caller's view of a freshly spawned child (init or exec).
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    /// Pid of the stage-1 helper, already reaped when `spawn` returns.
+    pub(crate) pid: Pid,
+    /// Pidfd of the container process.
+    pub(crate) pidfd: OwnedFd,
+}
+
+/// Forks stage-1 for `plan`. `map_ids` is called with stage-1's pid when it asks for its
+/// user namespace maps. On return the container process waits for `Continue` on `parent`.
+pub(crate) fn spawn(
+    plan: &InitPlan,
+    parent: &Channel,
+    child: Channel,
+    map_ids: &mut dyn FnMut(Pid) -> Result<(), String>,
+) -> Result<Spawned, InitError> {
+    // SAFETY: fork(2) is safe to call when the child only performs what the caller's
+    // process state allows. The contract of this module: the caller is single-threaded
+    // (or, in tests, holds no lock the child needs); the child runs `stage1`, which never
+    // returns and ends with `_exit`, so no destructors or atexit handlers of the caller run
+    // twice.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => stage1(plan, &child),
+        Ok(ForkResult::Parent { child: stage1_pid }) => {
+            drop(child);
+            let result = drive_stage1(parent, stage1_pid, map_ids);
+            let _ = nix::sys::wait::waitpid(stage1_pid, None);
+            result
+        }
+        Err(e) => Err(InitError::SpawnInit(format!("fork: {e}"))),
+    }
+}
+
+fn drive_stage1(
+    parent: &Channel,
+    stage1: Pid,
+    map_ids: &mut dyn FnMut(Pid) -> Result<(), String>,
+) -> Result<Spawned, InitError> {
+    loop {
+        match parent.recv().map_err(InitError::Sync)? {
+            Some((Message::MapIds, _)) => {
+                map_ids(stage1).map_err(InitError::EnterNamespaces)?;
+                parent
+                    .send(&Message::IdsMapped, None)
+                    .map_err(InitError::Sync)?;
+            }
+            Some((Message::Spawned { pid }, Some(pidfd))) => {
+                return Ok(Spawned {
+                    pid: Pid::from_raw(pid),
+                    pidfd,
+                });
+            }
+            Some((Message::Failed(e), _)) => return Err(e),
+            Some((other, _)) => {
+                return Err(InitError::Sync(format!(
+                    "expected MapIds or Spawned, got {other:?}"
+                )))
+            }
+            None => {
+                return Err(InitError::Sync(
+                    "stage-1 exited without spawning init".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Stage-1: enter namespaces, spawn the init, report it, exit.
+fn stage1(plan: &InitPlan, ch: &Channel) -> ! {
+    let code = match stage1_steps(plan, ch) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = ch.send(&Message::Failed(e), None);
+            1
+        }
+    };
+    exit_now(code)
+}
+
+fn stage1_steps(plan: &InitPlan, ch: &Channel) -> Result<(), InitError> {
+    let _ = nix::sys::prctl::set_dumpable(false);
+    enter_namespaces(plan, ch)?;
+    let (pid, pidfd) = clone_sibling()
+        .map_err(|e| InitError::SpawnInit(format!("clone3(CLONE_PARENT|CLONE_PIDFD): {e}")))?;
+    match pid {
+        None => init::run(plan, ch),
+        Some(pid) => {
+            // SAFETY: `pidfd` was just written by clone3 into our variable and belongs to us.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            ch.send(&Message::Spawned { pid: pid.as_raw() }, Some(pidfd.as_fd()))
+                .map_err(InitError::Sync)
+        }
+    }
+}
+
+/// The enter_namespaces step: join by path, then create. Order matters:
+/// a joined user namespace comes first (it owns what we join next); a new user namespace
+/// comes after the joins (joining a namespace owned by the host needs host root) and
+/// before the other new namespaces (so it owns them).
+fn enter_namespaces(plan: &InitPlan, ch: &Channel) -> Result<(), InitError> {
+    let ns = &plan.namespaces;
+    let err = |what: &str, e: nix::Error| InitError::EnterNamespaces(format!("{what}: {e}"));
+    if let Some(user) = &ns.join_user {
+        setns(user, CloneFlags::CLONE_NEWUSER).map_err(|e| err("setns user", e))?;
+    }
+    for (flag, fd) in &ns.join {
+        setns(fd, *flag).map_err(|e| err(&format!("setns {flag:?}"), e))?;
+    }
+    if ns.new_user {
+        unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| err("unshare user", e))?;
+        ch.send(&Message::MapIds, None).map_err(InitError::Sync)?;
+        ch.expect(&Message::IdsMapped)
+            .map_err(|r| r.into_init_error())?;
+    }
+    if ns.new_user || ns.join_user.is_some() {
+        // Become the namespace's root (host uid 0 is unmapped inside).
+        let root = nix::unistd::Uid::from_raw(0);
+        let groot = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(groot, groot, groot).map_err(|e| err("setresgid 0", e))?;
+        nix::unistd::setresuid(root, root, root).map_err(|e| err("setresuid 0", e))?;
+    }
+    let create = ns.create - CloneFlags::CLONE_NEWCGROUP;
+    if !create.is_empty() {
+        unshare(create).map_err(|e| err(&format!("unshare {create:?}"), e))?;
+    }
+    Ok(())
+}
+
+/// clone3 with CLONE_PARENT|CLONE_PIDFD and no new stack: returns `(None, _)` in the
+/// child and `(Some(pid), pidfd)` in the caller.
+fn clone_sibling() -> nix::Result<(Option<Pid>, RawFd)> {
+    let mut pidfd: RawFd = -1;
+    let mut args = CloneArgs {
+        flags: (libc::CLONE_PARENT | libc::CLONE_PIDFD) as u64,
+        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3(2) with a valid, fully initialised `clone_args` of the size we pass;
+    // `pidfd` points at a live i32 the kernel writes; no CLONE_VM and stack 0, so the child
+    // runs on a copy-on-write copy of this stack exactly like fork(2). This is called from
+    // stage-1, a freshly forked single-threaded process, so no other thread's lock can be
+    // held in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::addr_of_mut!(args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        -1 => Err(nix::Error::last()),
+        0 => Ok((None, -1)),
+        pid => {
+            let pid = i32::try_from(pid).map_err(|_| nix::Error::EOVERFLOW)?;
+            Ok((Some(Pid::from_raw(pid)), pidfd))
+        }
+    }
+}
+
+/// `struct clone_args` from `linux/sched.h` (version 2 layout, 88 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Ends a forked child without running the caller's destructors or atexit handlers.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) has no preconditions; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Marks every fd from `first` up close-on-exec (close_range(2), Linux 5.11+).
+pub(crate) fn cloexec_from(first: u32) -> nix::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it
+    // closes nothing, so no owner of an fd in this process is invalidated.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret == -1 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// dup2 onto a raw target number (the child's stdio and preserved fds), clearing CLOEXEC.
+pub(crate) fn dup_onto(src: RawFd, target: RawFd) -> nix::Result<()> {
+    if src == target {
+        let flags = nix::fcntl::FdFlag::empty();
+        // SAFETY: `src` is a descriptor the caller handed us and keeps open; F_SETFD only
+        // changes its flags.
+        let fd = unsafe { BorrowedFd::borrow_raw(src) };
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags))?;
+        return Ok(());
+    }
+    // SAFETY: dup2(2) on two integers: `src` is open (the caller's stdio kept alive across
+    // fork); `target` is a fixed slot in this child that we mean to replace. Whatever was at
+    // `target` is closed by the kernel, and the child owns no Rust object for it.
+    let ret = unsafe { libc::dup2(src, target) };
+    if ret == -1 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// Duplicates `fd` to a number >= `min`, close-on-exec (to move sources out of the way).
+pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> nix::Result<RawFd> {
+    // SAFETY: `fd` is open for the duration of the call (the caller owns it).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let new = nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    Ok(new)
+}
+
+/// Makes `fd` (a pty slave) the controlling terminal of this (session leader) process.
+pub(crate) fn set_controlling_tty(fd: RawFd) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int argument (0: do not steal); `fd` is an open tty.
+    let ret = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
+    if ret == -1 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// pidfd_open(2): a pidfd for `pid` (used for processes we did not clone ourselves).
+#[allow(dead_code)] // used by BinaryRuntime
+pub(crate) fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags 0 and returns a new fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if ret < 0 {
+        return Err(nix::Error::last());
+    }
+    let fd = RawFd::try_from(ret).map_err(|_| nix::Error::EBADF)?;
+    // SAFETY: the kernel just created this descriptor for us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// pidfd_send_signal(2): signals exactly the process behind `pidfd` (no pid reuse race).
+pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: Signal) -> nix::Result<()> {
+    // SAFETY: `pidfd` is an open pidfd; a null siginfo and flags 0 are documented valid.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret == -1 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}

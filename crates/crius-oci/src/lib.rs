@@ -1,0 +1,59 @@
+//! crius-oci: the built-in OCI runtime as a library.
+//!
+//! **Owns**: turning an OCI runtime spec (`oci-spec`) and a rootfs into a running,
+//! isolated process whose stdio are descriptors the caller passes: namespaces (created or
+//! joined by path, user namespaces with id maps), the root filesystem (spec mounts
+//! resolved inside the rootfs, `/dev`, `pivot_root`, masked and read-only paths),
+//! privileges (capabilities, no_new_privs, seccomp, AppArmor/SELinux, rlimits, user and
+//! groups), cgroups v1 and v2 ([`cgroup::CgroupManager`]), exec into a running container,
+//! pty allocation; the [`OciRuntime`] trait with the built-in [`BuiltinRuntime`] and
+//! [`BinaryRuntime`] for runc-compatible CLIs; [`seccomp::default_seccomp`] and
+//! [`spec::secure_default`].
+//!
+//! **Refuses**: async (no tokio: the caller is the single-threaded per-pod monitor;
+//! never call the built-in runtime from a multi-threaded process), persistence of
+//! container state (the monitor's job), image handling, networking, OCI hooks, the
+//! systemd cgroup driver (not yet), seccomp notify.
+//!
+//! **Threat model**: the rootfs and the spec's process are untrusted (a hostile image);
+//! the spec itself is trusted (crius-core builds it). A rootfs cannot redirect a mount,
+//! device or masked path out of itself: every destination is resolved with
+//! `openat2(RESOLVE_IN_ROOT)` and mounted through `/proc/self/fd/N`. The container
+//! process keeps only fds 0, 1, 2 (and those passed explicitly); it is non-dumpable until
+//! exec; nothing of ours is ever re-executed inside it (see `clone`), which closes the
+//! `/proc/self/exe` overwrite class. Capabilities, seccomp and no_new_privs are applied
+//! exactly as the spec says, last, right before exec.
+//!
+//! ```no_run
+//! use crius_oci::{BuiltinRuntime, OciRuntime, Stdio};
+//! # fn main() -> Result<(), crius_oci::Error> {
+//! let spec = crius_oci::spec::secure_default(&["/bin/true".into()], "/tmp/rootfs".as_ref())?;
+//! let mut rt = BuiltinRuntime::new();
+//! let process = rt.create("demo", "/tmp".as_ref(), &spec, Stdio::default())?;
+//! rt.start("demo")?;
+//! let status = process.wait()?;
+//! rt.delete("demo", false)?;
+//! # let _ = status; Ok(()) }
+//! ```
+#![deny(unsafe_code)]
+
+mod binary;
+mod builtin;
+pub mod cgroup;
+mod clone;
+mod error;
+mod init;
+mod message;
+mod plan;
+pub mod pty;
+mod rootfs;
+mod runtime;
+pub mod seccomp;
+pub mod spec;
+
+pub use binary::BinaryRuntime;
+pub use builtin::BuiltinRuntime;
+pub use error::{Error, ErrorKind, InitError, Result};
+pub use nix::sys::signal::Signal;
+pub use runtime::{validate_id, ContainerState, ExitStatus, OciRuntime, Process, Status, Stdio};
+pub use seccomp::default_seccomp;

@@ -1,0 +1,531 @@
+//! The container's root filesystem: spec mounts, `/dev`, `pivot_root`, masked and
+//! read-only paths. Runs in the init child, inside its new mount namespace.
+//!
+//! Every destination is resolved with `openat2(RESOLVE_IN_ROOT)` relative to the rootfs,
+//! so a symlink in a hostile image (`/proc -> /host/etc`) resolves inside the rootfs, and
+//! the mount is made on `/proc/self/fd/N` of that resolved descriptor. Missing
+//! destinations are created one component at a time under the same rule.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
+use nix::sys::statvfs::{fstatvfs, FsFlags};
+use nix::unistd::{chdir, pivot_root as sys_pivot_root, symlinkat};
+
+use crate::error::InitError;
+
+/// What kind of object a missing mount destination should be created as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// A directory (mkdir -p inside the root).
+    Dir,
+    /// An empty regular file (bind mount of a file).
+    File,
+}
+
+/// One mount of the spec, parsed in the parent.
+#[derive(Debug, Clone)]
+pub(crate) struct MountPlan {
+    /// Filesystem type; `None` for binds.
+    pub(crate) fstype: Option<String>,
+    /// Source (host path for binds, a label for others).
+    pub(crate) source: Option<PathBuf>,
+    /// Destination inside the container.
+    pub(crate) dest: PathBuf,
+    /// Mount flags (without propagation).
+    pub(crate) flags: MsFlags,
+    /// Propagation changes applied after the mount.
+    pub(crate) propagation: Vec<MsFlags>,
+    /// Remaining options as the data string.
+    pub(crate) data: String,
+}
+
+/// A device node made available inside the container by bind-mounting the host's node.
+#[derive(Debug, Clone)]
+pub(crate) struct DevicePlan {
+    /// Path inside the container.
+    pub(crate) path: PathBuf,
+    /// Host node to bind.
+    pub(crate) host: PathBuf,
+}
+
+/// Everything the init needs to build the root filesystem.
+#[derive(Debug, Clone)]
+pub(crate) struct RootfsPlan {
+    /// Absolute host path of the rootfs.
+    pub(crate) path: PathBuf,
+    /// Remount `/` read-only at the end.
+    pub(crate) readonly: bool,
+    /// Propagation of `/` in the new mount namespace (default rprivate).
+    pub(crate) propagation: MsFlags,
+    /// Spec mounts in order.
+    pub(crate) mounts: Vec<MountPlan>,
+    /// Device nodes to bind from the host.
+    pub(crate) devices: Vec<DevicePlan>,
+    /// cgroup v1 hierarchies (dir name, mount options) for a `cgroup` mount.
+    pub(crate) cgroup_v1: Vec<(String, String)>,
+}
+
+type StepResult = Result<(), InitError>;
+
+fn fail(e: impl std::fmt::Display) -> InitError {
+    InitError::PrepareRootfs(e.to_string())
+}
+
+/// The prepare_rootfs step.
+pub(crate) fn prepare_rootfs(plan: &RootfsPlan) -> StepResult {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | plan.propagation,
+        None::<&str>,
+    )
+    .map_err(|e| fail(format!("make / {:?}: {e}", plan.propagation)))?;
+    mount(
+        Some(&plan.path),
+        &plan.path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| fail(format!("bind rootfs {}: {e}", plan.path.display())))?;
+    let root = open_dir(&plan.path).map_err(fail)?;
+    for m in &plan.mounts {
+        mount_one(&root, m, plan).map_err(|e| fail(format!("mount {}: {e}", m.dest.display())))?;
+    }
+    for d in &plan.devices {
+        bind_device(&root, d).map_err(|e| fail(format!("device {}: {e}", d.path.display())))?;
+    }
+    dev_symlinks(&root).map_err(fail)
+}
+
+/// Opens a directory as an O_PATH descriptor.
+pub(crate) fn open_dir(path: &Path) -> Result<File, String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| format!("open {}: {e}", path.display()))
+}
+
+/// Resolves `path` inside `root` (symlinks and `..` cannot leave it), creating it when
+/// missing and `create` says how. A dangling symlink on the way is followed (inside the
+/// root) and its target created, as a path walk in the container would see it.
+pub(crate) fn open_in_root(
+    root: &File,
+    path: &Path,
+    create: Option<Create>,
+) -> Result<OwnedFd, String> {
+    open_in_root_depth(root, path, create, 0)
+}
+
+fn open_in_root_depth(
+    root: &File,
+    path: &Path,
+    create: Option<Create>,
+    depth: u32,
+) -> Result<OwnedFd, String> {
+    if depth > 40 {
+        return Err(format!(
+            "resolve {}: too many levels of symbolic links",
+            path.display()
+        ));
+    }
+    let rel = relative(path);
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(root.as_fd(), &rel, how) {
+        Ok(fd) => Ok(fd),
+        Err(nix::Error::ENOENT) if create.is_some() && rel != Path::new(".") => {
+            let parent = rel.parent().unwrap_or(Path::new("."));
+            let name = rel
+                .file_name()
+                .ok_or_else(|| format!("{}: no file name", path.display()))?;
+            let pfd = open_in_root_depth(root, parent, Some(Create::Dir), depth + 1)?;
+            if let Ok(target) = nix::fcntl::readlinkat(pfd.as_fd(), name) {
+                let target = PathBuf::from(target);
+                let next = if target.is_absolute() {
+                    target
+                } else {
+                    Path::new("/").join(parent).join(target)
+                };
+                return open_in_root_depth(root, &next, create, depth + 1);
+            }
+            let made = match create {
+                Some(Create::File) => openat(
+                    pfd.as_fd(),
+                    name,
+                    OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+                    Mode::from_bits_truncate(0o644),
+                )
+                .map(drop),
+                _ => mkdirat(pfd.as_fd(), name, Mode::from_bits_truncate(0o755)),
+            };
+            match made {
+                Ok(()) | Err(nix::Error::EEXIST) => {}
+                Err(e) => return Err(format!("create {}: {e}", path.display())),
+            }
+            openat2(root.as_fd(), &rel, how).map_err(|e| format!("open {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("resolve {} in root: {e}", path.display())),
+    }
+}
+
+/// `path` without its leading `/` (and `.` for the root itself).
+fn relative(path: &Path) -> PathBuf {
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+        .collect();
+    if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    }
+}
+
+/// The magic path that names an open descriptor for mount(2).
+pub(crate) fn fd_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn mount_one(root: &File, m: &MountPlan, plan: &RootfsPlan) -> Result<(), String> {
+    let is_bind = m.flags.contains(MsFlags::MS_BIND);
+    let create = if is_bind && m.source.as_ref().is_some_and(|s| !s.is_dir()) {
+        Create::File
+    } else {
+        Create::Dir
+    };
+    let target = open_in_root(root, &m.dest, Some(create))?;
+    let tpath = fd_path(&target);
+    let data = (!m.data.is_empty()).then_some(m.data.as_str());
+    if m.fstype.as_deref() == Some("cgroup") && !plan.cgroup_v1.is_empty() {
+        mount_cgroup_v1(root, m, plan)?;
+    } else if is_bind {
+        let src = m.source.as_ref().ok_or("bind mount without source")?;
+        let bind = m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
+        mount(Some(src), tpath.as_str(), None::<&str>, bind, None::<&str>)
+            .map_err(|e| format!("bind {}: {e}", src.display()))?;
+        let rest = m.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
+        if !rest.is_empty() {
+            let top = open_in_root(root, &m.dest, None)?;
+            remount(&top, rest | (m.flags & MsFlags::MS_REC))?;
+        }
+    } else {
+        let fstype = m.fstype.as_deref().ok_or("mount without type")?;
+        let source = m.source.clone().unwrap_or_else(|| PathBuf::from(fstype));
+        mount(Some(&source), tpath.as_str(), Some(fstype), m.flags, data)
+            .map_err(|e| format!("mount {fstype}: {e}"))?;
+    }
+    if !m.propagation.is_empty() {
+        let top = open_in_root(root, &m.dest, None)?;
+        for p in &m.propagation {
+            mount(
+                None::<&str>,
+                fd_path(&top).as_str(),
+                None::<&str>,
+                *p,
+                None::<&str>,
+            )
+            .map_err(|e| format!("propagation {p:?}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Remounts the bind mount at `fd` with `flags`, keeping the flags the kernel locks
+/// (nosuid, nodev, noexec, atime) so the remount also works inside a user namespace.
+pub(crate) fn remount(fd: &OwnedFd, flags: MsFlags) -> Result<(), String> {
+    let locked = locked_flags(fd)?;
+    mount(
+        None::<&str>,
+        fd_path(fd).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | locked,
+        None::<&str>,
+    )
+    .map_err(|e| format!("remount {flags:?}: {e}"))
+}
+
+fn locked_flags(fd: &OwnedFd) -> Result<MsFlags, String> {
+    let st = fstatvfs(fd).map_err(|e| format!("statvfs: {e}"))?;
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (s, m) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(s) {
+            out |= m;
+        }
+    }
+    Ok(out)
+}
+
+/// A `cgroup` mount on a v1 host: a tmpfs with one cgroup mount per hierarchy (each
+/// showing the container's cgroup namespace root), then the tmpfs made read-only.
+fn mount_cgroup_v1(root: &File, m: &MountPlan, plan: &RootfsPlan) -> Result<(), String> {
+    let target = open_in_root(root, &m.dest, Some(Create::Dir))?;
+    let base = m.flags - MsFlags::MS_RDONLY;
+    mount(
+        Some("tmpfs"),
+        fd_path(&target).as_str(),
+        Some("tmpfs"),
+        base,
+        Some("mode=755"),
+    )
+    .map_err(|e| format!("cgroup tmpfs: {e}"))?;
+    for (name, options) in &plan.cgroup_v1 {
+        let dir = open_in_root(root, &m.dest.join(name), Some(Create::Dir))?;
+        let (fstype, data) = if options == "cgroup2" {
+            ("cgroup2", None)
+        } else {
+            ("cgroup", Some(options.as_str()))
+        };
+        mount(
+            Some("cgroup"),
+            fd_path(&dir).as_str(),
+            Some(fstype),
+            m.flags,
+            data,
+        )
+        .map_err(|e| format!("cgroup {name}: {e}"))?;
+    }
+    if m.flags.contains(MsFlags::MS_RDONLY) {
+        let top = open_in_root(root, &m.dest, None)?;
+        mount(
+            None::<&str>,
+            fd_path(&top).as_str(),
+            None::<&str>,
+            MsFlags::MS_REMOUNT | base | MsFlags::MS_RDONLY,
+            Some("mode=755"),
+        )
+        .map_err(|e| format!("cgroup tmpfs read-only: {e}"))?;
+    }
+    Ok(())
+}
+
+fn bind_device(root: &File, d: &DevicePlan) -> Result<(), String> {
+    let target = open_in_root(root, &d.path, Some(Create::File))?;
+    mount(
+        Some(&d.host),
+        fd_path(&target).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind {}: {e}", d.host.display()))
+}
+
+fn dev_symlinks(root: &File) -> Result<(), String> {
+    let dev = open_in_root(root, Path::new("/dev"), Some(Create::Dir))?;
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ] {
+        match symlinkat(target, dev.as_fd(), name) {
+            Ok(()) | Err(nix::Error::EEXIST) => {}
+            Err(e) => return Err(format!("symlink /dev/{name}: {e}")),
+        }
+    }
+    // /dev/ptmx must reach the container's own devpts instance.
+    if open_in_root(root, Path::new("/dev/pts/ptmx"), None).is_ok() {
+        let _ = nix::unistd::unlinkat(dev.as_fd(), "ptmx", nix::unistd::UnlinkatFlags::NoRemoveDir);
+        symlinkat("pts/ptmx", dev.as_fd(), "ptmx")
+            .map_err(|e| format!("symlink /dev/ptmx: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The pivot_root step: the rootfs becomes `/`, the old root is detached.
+pub(crate) fn pivot_root(path: &Path) -> StepResult {
+    let err = |what: &str, e: nix::Error| InitError::PivotRoot(format!("{what}: {e}"));
+    chdir(path).map_err(|e| err("chdir rootfs", e))?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; see pivot_root(2).
+    sys_pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| err("make old root rslave", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detach old root", e))?;
+    chdir("/").map_err(|e| err("chdir /", e))
+}
+
+/// The mask_paths step (after pivot_root): masked paths get /dev/null (files) or an
+/// empty read-only tmpfs (directories); read-only paths become read-only bind mounts.
+pub(crate) fn mask_paths(masked: &[PathBuf], readonly: &[PathBuf]) -> StepResult {
+    let fail = |e: String| InitError::MaskPaths(e);
+    let root = open_dir(Path::new("/")).map_err(fail)?;
+    for p in readonly {
+        let Some(fd) = open_existing(&root, p).map_err(fail)? else {
+            continue;
+        };
+        let path = fd_path(&fd);
+        mount(
+            Some(path.as_str()),
+            path.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| fail(format!("bind {}: {e}", p.display())))?;
+        let top = open_in_root(&root, p, None).map_err(fail)?;
+        remount(&top, MsFlags::MS_RDONLY | MsFlags::MS_REC)
+            .map_err(|e| fail(format!("{}: {e}", p.display())))?;
+    }
+    for p in masked {
+        let Some(fd) = open_existing(&root, p).map_err(fail)? else {
+            continue;
+        };
+        let st = fstat(&fd).map_err(|e| fail(format!("stat {}: {e}", p.display())))?;
+        let path = fd_path(&fd);
+        let result = if SFlag::from_bits_truncate(st.st_mode).contains(SFlag::S_IFDIR) {
+            mount(
+                Some("tmpfs"),
+                path.as_str(),
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+        } else {
+            mount(
+                Some("/dev/null"),
+                path.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        };
+        result.map_err(|e| fail(format!("mask {}: {e}", p.display())))?;
+    }
+    Ok(())
+}
+
+fn open_existing(root: &File, p: &Path) -> Result<Option<OwnedFd>, String> {
+    match open_in_root(root, p, None) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.contains("ENOENT") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Remounts the new `/` read-only (after every other mount is in place).
+pub(crate) fn readonly_root() -> StepResult {
+    let root = open_dir(Path::new("/")).map_err(InitError::MaskPaths)?;
+    let fd: OwnedFd = root.into();
+    remount(&fd, MsFlags::MS_RDONLY).map_err(|e| InitError::MaskPaths(format!("read-only /: {e}")))
+}
+
+/// Parses OCI mount options into flags, propagation changes and a data string.
+pub(crate) fn parse_options(options: &[String]) -> (MsFlags, Vec<MsFlags>, String) {
+    let mut flags = MsFlags::empty();
+    let mut propagation = Vec::new();
+    let mut data = Vec::new();
+    for opt in options {
+        let (set, clear) = match opt.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
+                propagation.push(propagation_flag(opt));
+                continue;
+            }
+            other => {
+                data.push(other.to_string());
+                continue;
+            }
+        };
+        flags = (flags | set) - clear;
+    }
+    (flags, propagation, data.join(","))
+}
+
+/// Maps a propagation keyword to its flags (`r` prefix adds MS_REC).
+pub(crate) fn propagation_flag(opt: &str) -> MsFlags {
+    let rec = if opt.starts_with('r') {
+        MsFlags::MS_REC
+    } else {
+        MsFlags::empty()
+    };
+    let base = match opt.trim_start_matches('r') {
+        "shared" => MsFlags::MS_SHARED,
+        "slave" => MsFlags::MS_SLAVE,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        _ => MsFlags::MS_PRIVATE,
+    };
+    rec | base
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_propagation_and_data() {
+        let opts: Vec<String> = ["rbind", "ro", "nosuid", "rslave", "mode=755", "size=1m"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (flags, prop, data) = parse_options(&opts);
+        assert!(flags.contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
+        assert_eq!(prop, vec![MsFlags::MS_REC | MsFlags::MS_SLAVE]);
+        assert_eq!(data, "mode=755,size=1m");
+    }
+
+    #[test]
+    fn a_later_rw_clears_an_earlier_ro() {
+        let opts = vec!["ro".to_string(), "rw".to_string()];
+        assert!(!parse_options(&opts).0.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("escape")).unwrap();
+        let root = open_dir(dir.path()).unwrap();
+        let fd = open_in_root(&root, Path::new("/escape/passwd-x"), Some(Create::File)).unwrap();
+        drop(fd);
+        assert!(dir.path().join("etc/passwd-x").exists());
+        assert!(!Path::new("/etc/passwd-x").exists());
+    }
+
+    #[test]
+    fn dotdot_cannot_climb_out_of_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = open_dir(dir.path()).unwrap();
+        open_in_root(&root, Path::new("/../../made-by-test"), Some(Create::Dir)).unwrap();
+        assert!(dir.path().join("made-by-test").is_dir());
+    }
+}

@@ -1,0 +1,184 @@
+//! Shared fixtures for the runtime tests: a busybox bundle, a secure default spec, and
+//! running a container with stdout/stderr captured through pipes.
+#![allow(dead_code, clippy::unwrap_used)] // test fixtures: a failure is a test failure
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use crius_oci::{ExitStatus, OciRuntime, Stdio};
+use crius_testkit::rootfs::BusyboxRootfs;
+use oci_spec::runtime::Spec;
+
+/// A bundle directory with a busybox rootfs at `rootfs/`.
+pub struct Bundle {
+    pub dir: tempfile::TempDir,
+}
+
+impl Bundle {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("crius-oci-test")
+            .tempdir_in("/tmp")
+            .unwrap();
+        BusyboxRootfs::create(&dir.path().join("rootfs")).unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    /// The secure default spec running `args`, with a relative root path.
+    pub fn spec(&self, args: &[&str]) -> Spec {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        crius_oci::spec::secure_default(&args, Path::new("rootfs")).unwrap()
+    }
+}
+
+/// A unique container id for this test process.
+pub fn id(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
+}
+
+/// Output of a finished container.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// create + start + wait + delete, capturing stdout and stderr.
+pub fn run(
+    rt: &mut dyn OciRuntime,
+    id: &str,
+    bundle: &Path,
+    spec: &Spec,
+) -> crius_oci::Result<Output> {
+    let (out_r, out_w) = pipe();
+    let (err_r, err_w) = pipe();
+    let stdio = Stdio {
+        stdin: None,
+        stdout: Some(out_w),
+        stderr: Some(err_w),
+        extra_fds: Vec::new(),
+    };
+    let process = rt.create(id, bundle, spec, stdio)?;
+    if let Err(e) = rt.start(id) {
+        let _ = rt.delete(id, true);
+        let _ = process.wait();
+        return Err(e);
+    }
+    let stdout = read_all(out_r);
+    let stderr = read_all(err_r);
+    let status = process.wait()?;
+    rt.delete(id, true)?;
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+pub fn read_all(fd: OwnedFd) -> String {
+    let mut s = String::new();
+    let _ = std::fs::File::from(fd).read_to_string(&mut s);
+    s
+}
+
+/// The hex capability mask of a list of `CAP_*` names.
+pub fn cap_mask(names: &[&str]) -> u64 {
+    names
+        .iter()
+        .map(|n| 1u64 << n.parse::<caps::Capability>().unwrap().index())
+        .sum()
+}
+
+/// The value of a `Key:` line in a /proc status text.
+pub fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(str::trim))
+        .unwrap_or_else(|| panic!("{key} missing in {status}"))
+}
+
+/// The rule checks every implementation must pass; `tag` prefixes container ids.
+pub fn conformance_suite(rt: &mut dyn OciRuntime, tag: &str) {
+    let bundle = Bundle::new();
+
+    // capabilities exactly as the spec says, seccomp on, no_new_privs on
+    let spec = bundle.spec(&["/bin/cat", "/proc/self/status"]);
+    let out = run(rt, &id(&format!("{tag}-caps")), bundle.path(), &spec).unwrap();
+    assert_eq!(out.status, ExitStatus::Exited(0), "{out:?}");
+    let want = format!("{:016x}", cap_mask(&crius_oci::spec::DEFAULT_CAPABILITIES));
+    assert_eq!(status_field(&out.stdout, "CapEff:"), want);
+    assert_eq!(status_field(&out.stdout, "CapBnd:"), want);
+    assert_eq!(status_field(&out.stdout, "CapInh:"), "0000000000000000");
+    assert_eq!(status_field(&out.stdout, "Seccomp:"), "2");
+    assert_eq!(status_field(&out.stdout, "NoNewPrivs:"), "1");
+
+    // masked paths read empty; /proc/sys is read-only; hostname is the spec's
+    let spec = bundle.spec(&[
+        "/bin/sh",
+        "-c",
+        "cat /proc/kcore | wc -c; cat /proc/keys | wc -c; ls /sys/firmware | wc -l; \
+         (echo x > /proc/sys/kernel/domainname) 2>/dev/null && echo WROTE || echo DENIED; hostname",
+    ]);
+    let out = run(rt, &id(&format!("{tag}-mask")), bundle.path(), &spec).unwrap();
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    assert_eq!(lines, ["0", "0", "0", "DENIED", "crius"], "{out:?}");
+
+    // mount needs CAP_SYS_ADMIN (and seccomp refuses it anyway)
+    let spec = bundle.spec(&["/bin/mount", "-t", "tmpfs", "tmpfs", "/mnt"]);
+    let out = run(rt, &id(&format!("{tag}-mount")), bundle.path(), &spec).unwrap();
+    assert_ne!(out.status, ExitStatus::Exited(0), "{out:?}");
+
+    // only 0, 1, 2 are open (plus ls's own directory handle)
+    let spec = bundle.spec(&["/bin/ls", "-l", "/proc/self/fd/"]);
+    let out = run(rt, &id(&format!("{tag}-fds")), bundle.path(), &spec).unwrap();
+    for line in out.stdout.lines().filter(|l| l.contains("->")) {
+        let fd: u32 = line
+            .split("->")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            fd <= 2 || line.contains("/proc/"),
+            "leaked fd: {line}\n{}",
+            out.stdout
+        );
+    }
+
+    // user, group and supplementary groups are set explicitly
+    let mut spec = bundle.spec(&["/bin/id"]);
+    let user = spec.process_mut().as_mut().unwrap().user_mut();
+    user.set_uid(1000);
+    user.set_gid(1000);
+    user.set_additional_gids(Some(vec![2000]));
+    let out = run(rt, &id(&format!("{tag}-user")), bundle.path(), &spec).unwrap();
+    assert!(
+        out.stdout
+            .starts_with("uid=1000(user) gid=1000(user) groups="),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("2000(extra)"), "{out:?}");
+    assert!(!out.stdout.contains("0(root)"), "{out:?}");
+
+    // the exit code comes back
+    let spec = bundle.spec(&["/bin/sh", "-c", "exit 7"]);
+    let out = run(rt, &id(&format!("{tag}-exit")), bundle.path(), &spec).unwrap();
+    assert_eq!(out.status, ExitStatus::Exited(7));
+}
