@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxIdMapping, Process as ProcessSpec, Spec};
 
 use crate::cgroup::CgroupManager;
-use crate::clone::{pidfd_send_signal, spawn};
+use crate::clone::{pidfd_send_signal, set_winsize, spawn};
 use crate::error::{Error, InitError, Result};
 use crate::message::{Channel, Message};
 use crate::plan::{self, HeldFds};
@@ -102,6 +102,26 @@ fn abandon(pidfd: &OwnedFd) {
     let _ = waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED);
 }
 
+/// Receives the pty master when the process asked for a terminal, sized as the spec says.
+fn receive_pty(id: &str, channel: &Channel, process: &ProcessSpec) -> Result<Option<OwnedFd>> {
+    if !process.terminal().unwrap_or(false) {
+        return Ok(None);
+    }
+    let master = channel
+        .expect(&Message::Pty)
+        .map_err(|r| Error::Init {
+            id: id.into(),
+            source: r.into_init_error(),
+        })?
+        .ok_or_else(|| Error::Protocol("Pty message without a descriptor".into()))?;
+    if let Some(size) = process.console_size() {
+        let rows = u16::try_from(size.height()).unwrap_or(u16::MAX);
+        let cols = u16::try_from(size.width()).unwrap_or(u16::MAX);
+        set_winsize(master.as_fd(), rows, cols).map_err(|e| Error::sys("TIOCSWINSZ", e))?;
+    }
+    Ok(Some(master))
+}
+
 /// Spawns the children for `plan`, places the process in `cgroup`, and lets it go on.
 fn launch(
     id: &str,
@@ -155,16 +175,26 @@ impl OciRuntime for BuiltinRuntime {
                 return Err(e);
             }
         };
-        if let Err(r) = channel.expect(&Message::Created) {
-            abandon(&spawned.pidfd);
-            if let Some(c) = &cgroup {
-                let _ = c.delete();
+        let process_spec = spec.process().clone().unwrap_or_default();
+        let ready = receive_pty(id, &channel, &process_spec).and_then(|pty| {
+            channel
+                .expect(&Message::Created)
+                .map(|_| pty)
+                .map_err(|r| Error::Init {
+                    id: id.into(),
+                    source: r.into_init_error(),
+                })
+        });
+        let pty = match ready {
+            Ok(pty) => pty,
+            Err(e) => {
+                abandon(&spawned.pidfd);
+                if let Some(c) = &cgroup {
+                    let _ = c.delete();
+                }
+                return Err(e);
             }
-            return Err(Error::Init {
-                id: id.into(),
-                source: r.into_init_error(),
-            });
-        }
+        };
         let pidfd = spawned
             .pidfd
             .try_clone()
@@ -180,7 +210,7 @@ impl OciRuntime for BuiltinRuntime {
                 cgroup,
             },
         );
-        Ok(Process::new(spawned.pid.as_raw(), pidfd, held.pty_master))
+        Ok(Process::new(spawned.pid.as_raw(), pidfd, pty))
     }
 
     fn start(&mut self, id: &str) -> Result<()> {
@@ -273,6 +303,13 @@ impl OciRuntime for BuiltinRuntime {
         let launched = launch(id, &plan, &rec.spec, rec.cgroup.as_ref());
         drop(held.fds);
         let (channel, spawned) = launched?;
+        let pty = match receive_pty(id, &channel, process) {
+            Ok(pty) => pty,
+            Err(e) => {
+                abandon(&spawned.pidfd);
+                return Err(e);
+            }
+        };
         match channel.recv() {
             Ok(None) => {}
             Ok(Some((Message::Failed(source), _))) => {
@@ -291,10 +328,6 @@ impl OciRuntime for BuiltinRuntime {
             }
             Err(e) => return Err(Error::Protocol(e)),
         }
-        Ok(Process::new(
-            spawned.pid.as_raw(),
-            spawned.pidfd,
-            held.pty_master,
-        ))
+        Ok(Process::new(spawned.pid.as_raw(), spawned.pidfd, pty))
     }
 }

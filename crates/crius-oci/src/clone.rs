@@ -305,3 +305,20 @@ pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: Signal) -> nix::Result<
     }
     Ok(())
 }
+
+/// Sets a terminal's window size (TIOCSWINSZ).
+pub(crate) fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> nix::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a `struct winsize` through the pointer, which points at a
+    // live, initialised local for the duration of the call; `fd` is an open pty master.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, std::ptr::addr_of!(ws)) };
+    if ret == -1 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}

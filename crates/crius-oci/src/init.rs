@@ -50,8 +50,9 @@ impl Default for NamespacePlan {
 pub(crate) enum StdioPlan {
     /// Caller-supplied descriptors for stdin, stdout, stderr.
     Fds([RawFd; 3]),
-    /// A pty slave that becomes the controlling terminal and 0, 1, 2.
-    Terminal(RawFd),
+    /// A pty allocated inside the container (its own devpts, so `ttyname` works there);
+    /// the master goes to the parent, the slave becomes the controlling terminal and 0, 1, 2.
+    Terminal,
 }
 
 /// The capability sets to end up with.
@@ -124,9 +125,16 @@ fn steps(plan: &InitPlan, ch: &Channel) -> Result<Infallible, InitError> {
     let _ = nix::sys::prctl::set_dumpable(false);
     ch.expect(&Message::Continue)
         .map_err(|r| r.into_init_error())?;
-    setup_stdio(&plan.process)?;
+    let terminal = matches!(plan.process.stdio, StdioPlan::Terminal);
+    if !terminal {
+        setup_stdio(&plan.process, None)?;
+    }
     if let Some(c) = &plan.container {
         container_steps(c)?;
+    }
+    if terminal {
+        let slave = open_terminal(ch, &plan.process)?;
+        setup_stdio(&plan.process, Some(slave))?;
     }
     apply_rlimits(&plan.process)?;
     set_cwd(&plan.process.cwd)?;
@@ -173,8 +181,36 @@ fn privilege_steps(p: &ProcessPlan) -> Result<Infallible, InitError> {
     exec(p)
 }
 
-/// The setup_stdio step: caller fds (or the pty) become 0, 1, 2; extras become 3...
-fn setup_stdio(p: &ProcessPlan) -> Result<(), InitError> {
+/// Part of setup_stdio for terminals: opens a pty on the container's /dev/ptmx, sends the
+/// master to the parent and returns the slave (owned by the process's uid/gid).
+fn open_terminal(ch: &Channel, p: &ProcessPlan) -> Result<OwnedFd, InitError> {
+    use nix::fcntl::OFlag;
+    let err = |what: &str, e: nix::Error| InitError::SetupStdio(format!("{what}: {e}"));
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| err("open /dev/ptmx", e))?;
+    nix::pty::grantpt(&master).map_err(|e| err("grantpt", e))?;
+    nix::pty::unlockpt(&master).map_err(|e| err("unlockpt", e))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| err("ptsname", e))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err(&format!("open {name}"), e))?;
+    nix::unistd::fchown(
+        &slave,
+        Some(Uid::from_raw(p.uid)),
+        Some(Gid::from_raw(p.gid)),
+    )
+    .map_err(|e| err(&format!("chown {name}"), e))?;
+    let master: OwnedFd = master.into();
+    ch.send(&Message::Pty, Some(std::os::fd::AsFd::as_fd(&master)))
+        .map_err(InitError::Sync)?;
+    Ok(slave)
+}
+
+/// The setup_stdio step: caller fds (or the pty slave) become 0, 1, 2; extras become 3...
+fn setup_stdio(p: &ProcessPlan, pty_slave: Option<OwnedFd>) -> Result<(), InitError> {
     let err = |what: &str, e: nix::Error| InitError::SetupStdio(format!("{what}: {e}"));
     // Move every source above the targets first so no dup2 clobbers a later source.
     let floor = 3 + RawFd::try_from(p.extra_fds.len()).unwrap_or(0) + 64;
@@ -195,11 +231,13 @@ fn setup_stdio(p: &ProcessPlan) -> Result<(), InitError> {
                 dup_onto(*src, target).map_err(|e| err("dup2 stdio", e))?;
             }
         }
-        StdioPlan::Terminal(slave) => {
+        StdioPlan::Terminal => {
+            let slave = pty_slave.ok_or_else(|| InitError::SetupStdio("no pty slave".into()))?;
+            let slave = std::os::fd::AsRawFd::as_raw_fd(&slave);
             nix::unistd::setsid().map_err(|e| err("setsid", e))?;
-            set_controlling_tty(*slave).map_err(|e| err("TIOCSCTTY", e))?;
+            set_controlling_tty(slave).map_err(|e| err("TIOCSCTTY", e))?;
             for target in 0..3 {
-                dup_onto(*slave, target).map_err(|e| err("dup2 pty", e))?;
+                dup_onto(slave, target).map_err(|e| err("dup2 pty", e))?;
             }
         }
     }

@@ -8,6 +8,7 @@
 //! P→1 IdsMapped
 //! 1→P Spawned{pid}    + pidfd of the init (stage-1 then exits)
 //! P→2 Continue        (cgroup joined)
+//! 2→P Pty             + pty master (only for a terminal, after pivot_root)
 //! 2→P Created         (rootfs ready; waits)
 //! P→2 Start
 //!     EOF             (the socket is CLOEXEC: EOF after Start means exec succeeded)
@@ -45,6 +46,8 @@ pub(crate) enum Message {
     },
     /// Parent: the init is in its cgroup; go on.
     Continue,
+    /// Child: the pty master (attached), opened on the container's own devpts.
+    Pty,
     /// Child: the container is set up and waits for `Start`.
     Created,
     /// Parent: exec the process now.
@@ -60,6 +63,7 @@ impl Message {
             Message::IdsMapped => "IdsMapped",
             Message::Spawned { .. } => "Spawned",
             Message::Continue => "Continue",
+            Message::Pty => "Pty",
             Message::Created => "Created",
             Message::Start => "Start",
             Message::Failed(_) => "Failed",

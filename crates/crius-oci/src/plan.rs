@@ -32,7 +32,6 @@ const DEFAULT_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom",
 #[derive(Debug, Default)]
 pub(crate) struct HeldFds {
     pub(crate) fds: Vec<OwnedFd>,
-    pub(crate) pty_master: Option<OwnedFd>,
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
@@ -415,17 +414,7 @@ fn stdio_plan(
     held: &mut HeldFds,
 ) -> Result<StdioPlan> {
     if p.terminal().unwrap_or(false) {
-        let size = p.console_size().map(|b| nix::pty::Winsize {
-            ws_row: u16::try_from(b.height()).unwrap_or(u16::MAX),
-            ws_col: u16::try_from(b.width()).unwrap_or(u16::MAX),
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        });
-        let pty = crate::pty::open(size.as_ref())?;
-        let slave = pty.slave.as_raw_fd();
-        held.fds.push(pty.slave);
-        held.pty_master = Some(pty.master);
-        return Ok(StdioPlan::Terminal(slave));
+        return Ok(StdioPlan::Terminal);
     }
     let mut raw = [0; 3];
     for (i, fd) in [stdin, stdout, stderr].into_iter().enumerate() {

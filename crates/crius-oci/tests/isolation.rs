@@ -1,0 +1,309 @@
+//! Isolation rules of the built-in runtime, each test trying to break one (root only).
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{id, run, Bundle};
+use crius_oci::{BuiltinRuntime, ExitStatus, OciRuntime, Stdio};
+use oci_spec::runtime::{
+    LinuxIdMapping, LinuxNamespace, LinuxNamespaceType, LinuxResources, Mount, Spec,
+};
+
+fn resources(spec: &mut Spec, cgroup: &str, r: serde_json::Value) {
+    let linux = spec.linux_mut().as_mut().unwrap();
+    linux.set_cgroups_path(Some(cgroup.into()));
+    linux.set_resources(Some(serde_json::from_value::<LinuxResources>(r).unwrap()));
+}
+
+fn bind(src: &Path, dest: &str) -> Mount {
+    serde_json::from_value(serde_json::json!({
+        "destination": dest, "type": "bind", "source": src, "options": ["rbind", "rw"]
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_proc_symlink_cannot_redirect_the_proc_mount_or_masks_onto_the_host() {
+    if !crius_testkit::require_root(
+        "a_proc_symlink_cannot_redirect_the_proc_mount_or_masks_onto_the_host",
+    ) {
+        return;
+    }
+    let bundle = Bundle::new();
+    let host_target = tempfile::Builder::new()
+        .prefix("crius-oci-host-target")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::remove_dir(bundle.rootfs().join("proc")).unwrap();
+    std::os::unix::fs::symlink(host_target.path(), bundle.rootfs().join("proc")).unwrap();
+    let spec = bundle.spec(&[
+        "/bin/sh",
+        "-c",
+        "cat /proc/kcore | wc -c; test -e /proc/self/status && echo PROC",
+    ]);
+    let out = run(
+        &mut BuiltinRuntime::new(),
+        &id("procsym"),
+        bundle.path(),
+        &spec,
+    )
+    .unwrap();
+    assert_eq!(
+        out.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["0", "PROC"],
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(host_target.path()).unwrap().count(),
+        0,
+        "host directory touched"
+    );
+    let inside = bundle
+        .rootfs()
+        .join(host_target.path().strip_prefix("/").unwrap());
+    assert!(
+        inside.is_dir(),
+        "the mount point was not created inside the rootfs"
+    );
+}
+
+#[test]
+fn a_symlinked_mount_destination_stays_inside_the_rootfs() {
+    if !crius_testkit::require_root("a_symlinked_mount_destination_stays_inside_the_rootfs") {
+        return;
+    }
+    let bundle = Bundle::new();
+    let host_target = tempfile::Builder::new()
+        .prefix("crius-oci-host-target")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let src = bundle.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("marker"), "MARKER").unwrap();
+    let escape = format!("../../../../../..{}", host_target.path().display());
+    std::os::unix::fs::symlink(&escape, bundle.rootfs().join("data")).unwrap();
+    let mut spec = bundle.spec(&["/bin/cat", "/data/marker"]);
+    spec.mounts_mut()
+        .as_mut()
+        .unwrap()
+        .push(bind(&src, "/data"));
+    let out = run(
+        &mut BuiltinRuntime::new(),
+        &id("mntsym"),
+        bundle.path(),
+        &spec,
+    )
+    .unwrap();
+    assert_eq!(out.stdout, "MARKER", "{out:?}");
+    assert_eq!(
+        std::fs::read_dir(host_target.path()).unwrap().count(),
+        0,
+        "host directory touched"
+    );
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_at_its_limit_and_reported() {
+    if !crius_testkit::require_root("a_memory_hog_is_oom_killed_at_its_limit_and_reported") {
+        return;
+    }
+    let bundle = Bundle::new();
+    let ctr = id("oom");
+    let mut spec = bundle.spec(&["/bin/sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done"]);
+    let limit = 32 * 1024 * 1024;
+    resources(
+        &mut spec,
+        &format!("crius-oci-test/{ctr}"),
+        serde_json::json!({"memory": {"limit": limit, "swap": limit}}),
+    );
+    let mut rt = BuiltinRuntime::new();
+    let p = rt
+        .create(&ctr, bundle.path(), &spec, Stdio::default())
+        .unwrap();
+    rt.start(&ctr).unwrap();
+    assert_eq!(p.wait().unwrap(), ExitStatus::Signaled(9));
+    let stats = rt.cgroup(&ctr).unwrap().stats().unwrap();
+    assert!(stats.oom_kills >= 1, "{stats:?}");
+    rt.delete(&ctr, false).unwrap();
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/crius-oci-test/{ctr}")).exists());
+}
+
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit() {
+    if !crius_testkit::require_root("a_fork_bomb_stops_at_the_pids_limit") {
+        return;
+    }
+    let bundle = Bundle::new();
+    let ctr = id("pids");
+    let mut spec = bundle.spec(&[
+        "/bin/sh",
+        "-c",
+        "for i in 1 2 3 4; do sleep 2 & done; (for i in 1 2 3 4 5 6 7 8; do sleep 2 & done); wait",
+    ]);
+    resources(
+        &mut spec,
+        &format!("crius-oci-test/{ctr}"),
+        serde_json::json!({"pids": {"limit": 6}}),
+    );
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut rt = BuiltinRuntime::new();
+    let p = rt
+        .create(
+            &ctr,
+            bundle.path(),
+            &spec,
+            Stdio {
+                stderr: Some(err_w),
+                ..Stdio::default()
+            },
+        )
+        .unwrap();
+    rt.start(&ctr).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = rt.cgroup(&ctr).unwrap().stats().unwrap();
+    let early = stats.clone();
+    p.wait().unwrap();
+    let stderr = common::read_all(err_r);
+    assert!(early.pids <= 6 && early.pids >= 2, "{early:?} {stderr}");
+    assert!(stderr.contains("fork"), "{stderr}");
+    rt.delete(&ctr, false).unwrap();
+}
+
+fn chown_tree(path: &Path, base: u32) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    std::os::unix::fs::lchown(path, Some(base + meta.uid()), Some(base + meta.gid())).unwrap();
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path(), base);
+        }
+    }
+}
+
+#[test]
+fn user_namespace_root_is_the_mapped_host_uid_on_bind_mounts() {
+    if !crius_testkit::require_root("user_namespace_root_is_the_mapped_host_uid_on_bind_mounts") {
+        return;
+    }
+    let bundle = Bundle::new();
+    let base = 200_000;
+    chown_tree(&bundle.rootfs(), base);
+    let data = bundle.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut spec = bundle.spec(&[
+        "/bin/sh",
+        "-c",
+        "touch /data/made-inside; cat /proc/self/uid_map; id -u",
+    ]);
+    spec.mounts_mut()
+        .as_mut()
+        .unwrap()
+        .push(bind(&data, "/data"));
+    let linux = spec.linux_mut().as_mut().unwrap();
+    let map: LinuxIdMapping = serde_json::from_value(
+        serde_json::json!({"containerID": 0, "hostID": base, "size": 65536}),
+    )
+    .unwrap();
+    linux.set_uid_mappings(Some(vec![map]));
+    linux.set_gid_mappings(Some(vec![map]));
+    let mut ns = linux.namespaces().clone().unwrap();
+    let mut user = LinuxNamespace::default();
+    user.set_typ(LinuxNamespaceType::User);
+    ns.push(user);
+    linux.set_namespaces(Some(ns));
+    let out = run(
+        &mut BuiltinRuntime::new(),
+        &id("userns"),
+        bundle.path(),
+        &spec,
+    )
+    .unwrap();
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(words, ["0", "200000", "65536", "0"], "{out:?}");
+    let meta = std::fs::metadata(data.join("made-inside")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (base, base));
+}
+
+#[test]
+fn exec_joins_the_running_container() {
+    if !crius_testkit::require_root("exec_joins_the_running_container") {
+        return;
+    }
+    let bundle = Bundle::new();
+    let ctr = id("exec");
+    let spec = bundle.spec(&["/bin/sleep", "30"]);
+    let mut rt = BuiltinRuntime::new();
+    let init = rt
+        .create(&ctr, bundle.path(), &spec, Stdio::default())
+        .unwrap();
+    rt.start(&ctr).unwrap();
+    let mut process = spec.process().clone().unwrap();
+    process.set_args(Some(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "hostname; echo $$; grep -E '^(Seccomp|CapEff):' /proc/self/status".into(),
+    ]));
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let p = rt
+        .exec(
+            &ctr,
+            &process,
+            Stdio {
+                stdout: Some(w),
+                ..Stdio::default()
+            },
+        )
+        .unwrap();
+    let out = common::read_all(r);
+    assert_eq!(p.wait().unwrap(), ExitStatus::Exited(0));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "crius", "{out}");
+    let pid: i32 = lines[1].parse().unwrap();
+    assert!(
+        pid > 1 && pid < 100,
+        "not in the container's pid namespace: {pid}"
+    );
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    rt.delete(&ctr, true).unwrap();
+    assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(9));
+}
+
+#[test]
+fn a_terminal_process_gets_a_pty_and_the_caller_the_master() {
+    if !crius_testkit::require_root("a_terminal_process_gets_a_pty_and_the_caller_the_master") {
+        return;
+    }
+    let bundle = Bundle::new();
+    let ctr = id("tty");
+    let mut spec = bundle.spec(&["/bin/tty"]);
+    spec.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_terminal(Some(true));
+    let mut rt = BuiltinRuntime::new();
+    let mut p = rt
+        .create(&ctr, bundle.path(), &spec, Stdio::default())
+        .unwrap();
+    let master = p.take_pty_master().expect("pty master");
+    rt.start(&ctr).unwrap();
+    let mut file = std::fs::File::from(master);
+    let mut buf = [0u8; 256];
+    let n = file.read(&mut buf).unwrap();
+    let status = p.wait().unwrap();
+    assert_eq!(
+        status,
+        ExitStatus::Exited(0),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("/dev/pts/0"),
+        "{:?}",
+        &buf[..n]
+    );
+    rt.delete(&ctr, false).unwrap();
+}
