@@ -81,7 +81,7 @@ pub(crate) fn db_err<E: Into<redb::Error>>(path: &Path, op: String) -> impl FnOn
     move |e| Error::Db {
         path,
         op,
-        source: Box::new(e.into()),
+        error: Box::new(e.into()),
     }
 }
 
@@ -161,11 +161,11 @@ pub(crate) fn decode<T: DeserializeOwned>(
     key: &str,
     bytes: &[u8],
 ) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|source| Error::Decode {
+    serde_json::from_slice(bytes).map_err(|error| Error::Decode {
         path: path.to_path_buf(),
         table,
         key: key.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -202,10 +202,10 @@ pub(crate) fn delete(
 }
 
 fn encode_json<T: Serialize + ?Sized>(kind: &'static str, id: &str, value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|source| Error::Encode {
+    serde_json::to_vec(value).map_err(|error| Error::Encode {
         kind,
         id: id.to_owned(),
-        source,
+        error,
     })
 }
 

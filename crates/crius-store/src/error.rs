@@ -27,15 +27,14 @@ pub enum ErrorKind {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A redb operation failed.
-    #[error("metadata store {path}: {op}: {source}")]
+    #[error("metadata store {path}: {op}: {error}")]
     Db {
         /// The database file.
         path: PathBuf,
         /// What was being done, naming the table.
         op: String,
         /// The redb error, boxed because it is large.
-        #[source]
-        source: Box<redb::Error>,
+        error: Box<redb::Error>,
     },
     /// Another process (or another `Store` in this one) has the file open.
     #[error("metadata store {path} is open in another process; stop the other criusd first")]
@@ -44,13 +43,12 @@ pub enum Error {
         path: PathBuf,
     },
     /// Creating the store's directory or file failed.
-    #[error("cannot create metadata store {path}: {source}")]
+    #[error("cannot create metadata store {path}: {error}")]
     Create {
         /// The path that could not be created.
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file was written by a newer crius with a schema this one does not know.
     #[error(
@@ -132,18 +130,17 @@ pub enum Error {
         count: usize,
     },
     /// A record could not be serialised.
-    #[error("cannot encode {kind} {id}: {source}")]
+    #[error("cannot encode {kind} {id}: {error}")]
     Encode {
         /// The record kind, or `setting`.
         kind: &'static str,
         /// The id or setting key.
         id: String,
         /// The serde error.
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// A stored value could not be parsed.
-    #[error("metadata store {path}: corrupt entry {key:?} in table {table}: {source}")]
+    #[error("metadata store {path}: corrupt entry {key:?} in table {table}: {error}")]
     Decode {
         /// The database file.
         path: PathBuf,
@@ -152,8 +149,7 @@ pub enum Error {
         /// The entry's key.
         key: String,
         /// The serde error.
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 

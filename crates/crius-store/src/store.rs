@@ -70,7 +70,9 @@ impl Store {
     /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref();
-        create_file(path)?;
+        if !path.exists() {
+            create_atomically(path)?;
+        }
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked {
                 path: path.to_path_buf(),
@@ -188,27 +190,72 @@ fn migrate(txn: &WriteTxn, from: u64) -> Result<u64> {
 
 /// Creates the parent directory (0700) and an empty file (0600) if they are missing;
 /// redb then initialises the empty file.
-fn create_file(path: &Path) -> Result<()> {
+/// Creates the database file so that no crash can leave a half-initialised one behind:
+/// redb writes its header and our tables into `<file>.new-<pid>`, which is then hard-linked
+/// to `path` (atomic, and never replacing a file another process created meanwhile).
+/// Leftovers of creators that died are removed first.
+fn create_atomically(path: &Path) -> Result<()> {
     let create_err = |p: &Path| {
         let p = p.to_path_buf();
-        move |source| Error::Create { path: p, source }
+        move |error| Error::Create { path: p, error }
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(create_err(parent))?;
-    }
-    match OpenOptions::new()
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .map_err(create_err(parent))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    remove_dead_creations(parent, &name);
+    let tmp = parent.join(format!("{name}.new-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == IoErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(create_err(path)(e)),
+        .open(&tmp)
+        .map_err(create_err(&tmp))?;
+    let result = (|| {
+        let db = Database::create(&tmp).map_err(db_err(&tmp, "create".to_owned()))?;
+        Store {
+            db: Arc::new(db),
+            path: Arc::from(tmp.as_path()),
+        }
+        .init_schema()?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(create_err(&tmp))?;
+        match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() != IoErrorKind::AlreadyExists => Err(create_err(path)(e)),
+            _ => std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(create_err(parent)),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+/// Removes `<name>.new-<pid>` files whose creator no longer runs.
+fn remove_dead_creations(dir: &Path, name: &str) {
+    let prefix = format!("{name}.new-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

@@ -1,0 +1,19 @@
+//! The crius domain, free of protobuf and gRPC.
+//!
+//! `crius-core` owns what the runtime *is*: its identity and version, its health
+//! conditions, the settings kubelet pushes (`UpdateRuntimeConfig`), and — as later issues
+//! land — pods, containers and images as plain Rust types, orchestrated with rollback.
+//! It refuses to own wire formats (the root package translates CRI messages into these
+//! types) and never forks: container processes are created by `crius-monitor`.
+#![forbid(unsafe_code)]
+
+mod cgroup;
+mod error;
+mod runtime;
+
+pub use cgroup::{CgroupDriver, CgroupDriverChoice, CgroupVersion};
+pub use error::{Error, ErrorKind, Result};
+pub use runtime::{
+    Condition, Runtime, RuntimeHandler, RuntimeHandlerConfig, RuntimeOptions, RuntimeStatus,
+    VersionInfo, NETWORK_READY, RUNTIME_READY,
+};

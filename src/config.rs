@@ -1,0 +1,272 @@
+//! The daemon's configuration: one typed struct, every key with a default, unknown keys
+//! rejected, validation as a separate step. `crius config default` prints
+//! `Config::default()`, so the documented defaults cannot drift from the code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crius_core::{CgroupDriverChoice, RuntimeHandlerConfig, RuntimeOptions};
+use serde::{Deserialize, Serialize};
+
+/// Where criusd looks for its config file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/crius/config.toml";
+
+/// Errors of loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config file {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("parse config file {path}: {error}")]
+    Parse {
+        path: PathBuf,
+        error: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole criusd configuration (TOML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent data: metadata store, content store, snapshots, writable layers.
+    pub root: PathBuf,
+    /// Volatile state (tmpfs): sockets, namespace pins, monitor state.
+    pub state: PathBuf,
+    /// The CRI endpoint; only `unix://` paths are accepted, never TCP.
+    pub listen: String,
+    /// Logging of the daemon itself.
+    pub log: LogConfig,
+    /// `auto` (systemd when it is init, else cgroupfs), `cgroupfs` or `systemd`; kubelet's
+    /// `--cgroup-driver` must match what `crius status` reports.
+    pub cgroup_driver: CgroupDriverChoice,
+    /// Where the cgroup filesystem is mounted.
+    pub cgroup_root: PathBuf,
+    /// Pod network CIDR used until kubelet sends one through UpdateRuntimeConfig.
+    pub pod_cidr: String,
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before criusd exits.
+    /// Containers keep running either way.
+    pub shutdown_grace_seconds: u64,
+    /// RuntimeClass handlers served by runc-compatible binaries, by handler name.
+    pub runtimes: BTreeMap<String, RuntimeEntry>,
+}
+
+/// Logging options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `error`, `warn`, `info`, `debug`, `trace`, or directives such as
+    /// `info,crius_core=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A RuntimeClass handler backed by a runc-compatible binary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeEntry {
+    /// Absolute path of the binary (runc, crun, youki, ...).
+    pub path: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/var/lib/crius"),
+            state: PathBuf::from("/run/crius"),
+            listen: "unix:///run/crius/crius.sock".to_string(),
+            log: LogConfig::default(),
+            cgroup_driver: CgroupDriverChoice::Auto,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            pod_cidr: String::new(),
+            shutdown_grace_seconds: 10,
+            runtimes: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file. Keys it does not set keep their defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Self::parse(&text).map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            error: Box::new(error),
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The full configuration as TOML, every key present.
+    pub fn to_toml(&self) -> String {
+        // Serialising a struct of strings, paths and maps cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks the values; returns warnings for settings that work but deserve attention.
+    pub fn validate(&self) -> Result<Vec<String>, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.socket_path()?;
+        for (name, path) in [
+            ("root", &self.root),
+            ("state", &self.state),
+            ("cgroup_root", &self.cgroup_root),
+        ] {
+            if !path.is_absolute() {
+                return invalid(format!(
+                    "{name} must be an absolute path, got {}",
+                    path.display()
+                ));
+            }
+        }
+        let mut warnings = Vec::new();
+        for (name, entry) in &self.runtimes {
+            if name.is_empty() || name == "crius" {
+                return invalid(format!(
+                    "runtime handler name {name:?} is reserved for the built-in runtime"
+                ));
+            }
+            if !entry.path.is_absolute() {
+                return invalid(format!(
+                    "runtimes.{name}.path must be absolute, got {}",
+                    entry.path.display()
+                ));
+            }
+            if !entry.path.exists() {
+                warnings.push(format!(
+                    "runtimes.{name}.path {} does not exist",
+                    entry.path.display()
+                ));
+            }
+        }
+        Ok(warnings)
+    }
+
+    /// The socket path of `listen`, which must be `unix://` followed by an absolute path.
+    pub fn socket_path(&self) -> Result<PathBuf, ConfigError> {
+        let path = self.listen.strip_prefix("unix://").ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "listen must be unix:///absolute/path (crius never serves CRI over TCP), got {:?}",
+                self.listen
+            ))
+        })?;
+        if !path.starts_with('/') {
+            return Err(ConfigError::Invalid(format!(
+                "listen must name an absolute socket path, got {:?}",
+                self.listen
+            )));
+        }
+        Ok(PathBuf::from(path))
+    }
+
+    /// The options the domain runtime is opened with.
+    pub fn runtime_options(&self) -> RuntimeOptions {
+        RuntimeOptions {
+            root: self.root.clone(),
+            state: self.state.clone(),
+            cgroup_root: self.cgroup_root.clone(),
+            cgroup_driver: self.cgroup_driver,
+            handlers: self
+                .runtimes
+                .iter()
+                .map(|(name, e)| RuntimeHandlerConfig {
+                    name: name.clone(),
+                    path: Some(e.path.clone()),
+                })
+                .collect(),
+            pod_cidr: Some(self.pod_cidr.clone()).filter(|c| !c.is_empty()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_round_trips_through_toml() {
+        let text = Config::default().to_toml();
+        assert_eq!(Config::parse(&text).unwrap(), Config::default());
+        for key in [
+            "root",
+            "state",
+            "listen",
+            "cgroup_driver",
+            "cgroup_root",
+            "pod_cidr",
+            "[log]",
+            "level",
+            "format",
+        ] {
+            assert!(text.contains(key), "default config lacks {key}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_defaults_and_partial_file_keeps_the_rest() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        let c = Config::parse("root = \"/data\"\n[log]\nformat = \"json\"\n").unwrap();
+        assert_eq!(c.root, PathBuf::from("/data"));
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, "info");
+        assert_eq!(c.state, Config::default().state);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::parse("roots = \"/x\"\n").unwrap_err().to_string();
+        assert!(err.contains("roots"), "{err}");
+        assert!(Config::parse("[log]\ncolour = true\n").is_err());
+    }
+
+    #[test]
+    fn listen_must_be_an_absolute_unix_path() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.socket_path().unwrap(),
+            PathBuf::from("/run/crius/crius.sock")
+        );
+        for bad in ["tcp://0.0.0.0:1234", "/run/x.sock", "unix://relative.sock"] {
+            c.listen = bad.to_string();
+            assert!(c.validate().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn runtime_handlers_are_checked() {
+        let c = Config::parse("[runtimes.runc]\npath = \"/nonexistent/runc\"\n").unwrap();
+        let warnings = c.validate().unwrap();
+        assert!(warnings[0].contains("/nonexistent/runc"));
+        let c = Config::parse("[runtimes.crius]\npath = \"/bin/true\"\n").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::parse("[runtimes.x]\npath = \"bin/true\"\n").unwrap();
+        assert!(c.validate().is_err());
+    }
+}
