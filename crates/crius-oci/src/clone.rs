@@ -276,7 +276,6 @@ pub(crate) fn set_controlling_tty(fd: RawFd) -> nix::Result<()> {
 }
 
 /// pidfd_open(2): a pidfd for `pid` (used for processes we did not clone ourselves).
-#[allow(dead_code)] // used by BinaryRuntime
 pub(crate) fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags 0 and returns a new fd or -1.
     let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };

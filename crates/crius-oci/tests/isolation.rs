@@ -1,4 +1,5 @@
 //! Isolation rules of the built-in runtime, each test trying to break one (root only).
+#![allow(clippy::unwrap_used)] // fixtures below the tests: a failure is a test failure
 
 mod common;
 

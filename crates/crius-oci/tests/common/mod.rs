@@ -182,3 +182,56 @@ pub fn conformance_suite(rt: &mut dyn OciRuntime, tag: &str) {
     let out = run(rt, &id(&format!("{tag}-exit")), bundle.path(), &spec).unwrap();
     assert_eq!(out.status, ExitStatus::Exited(7));
 }
+
+/// Lifecycle and exec rules every implementation must pass.
+pub fn lifecycle_suite(rt: &mut dyn OciRuntime, tag: &str) {
+    use crius_oci::{ErrorKind, Status};
+    let bundle = Bundle::new();
+    let spec = bundle.spec(&["/bin/sleep", "30"]);
+    let ctr = id(&format!("{tag}-life"));
+    let init = rt
+        .create(&ctr, bundle.path(), &spec, Stdio::default())
+        .unwrap();
+    assert_eq!(rt.state(&ctr).unwrap().status, Status::Created);
+    let again = rt
+        .create(&ctr, bundle.path(), &spec, Stdio::default())
+        .unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{again}");
+    rt.start(&ctr).unwrap();
+    assert_eq!(rt.state(&ctr).unwrap().status, Status::Running);
+    assert_eq!(rt.state(&ctr).unwrap().pid, Some(init.pid()));
+    assert_eq!(
+        rt.start(&ctr).unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
+    assert_eq!(
+        rt.delete(&ctr, false).unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
+
+    let mut process = spec.process().clone().unwrap();
+    process.set_args(Some(vec!["/bin/hostname".into()]));
+    let (r, w) = pipe();
+    let p = rt
+        .exec(
+            &ctr,
+            &process,
+            Stdio {
+                stdout: Some(w),
+                ..Stdio::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(read_all(r).trim(), "crius");
+    assert_eq!(p.wait().unwrap(), ExitStatus::Exited(0));
+
+    rt.kill(&ctr, crius_oci::Signal::SIGKILL).unwrap();
+    assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(9));
+    assert_eq!(rt.state(&ctr).unwrap().status, Status::Stopped);
+    rt.delete(&ctr, false).unwrap();
+    assert_eq!(rt.state(&ctr).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        rt.start("never-created").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
