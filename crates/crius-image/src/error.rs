@@ -161,6 +161,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The metadata store failed.
+    #[error("metadata store: {0}")]
+    Store(#[from] crius_store::Error),
     /// A background task died.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -189,6 +192,16 @@ impl Error {
             Error::MountOptionsTooLong { .. } => ErrorKind::ResourceExhausted,
             Error::Registry { .. } => ErrorKind::Unavailable,
             Error::Io { .. } | Error::Metadata { .. } | Error::Task(_) => ErrorKind::Internal,
+            Error::Store(e) => match e.kind() {
+                crius_store::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+                crius_store::ErrorKind::NotFound => ErrorKind::NotFound,
+                crius_store::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+                crius_store::ErrorKind::FailedPrecondition => ErrorKind::FailedPrecondition,
+                crius_store::ErrorKind::ResourceExhausted => ErrorKind::ResourceExhausted,
+                crius_store::ErrorKind::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+                crius_store::ErrorKind::Unavailable => ErrorKind::Unavailable,
+                crius_store::ErrorKind::Internal => ErrorKind::Internal,
+            },
         }
     }
 

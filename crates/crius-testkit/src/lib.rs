@@ -7,6 +7,11 @@
 
 pub mod rootfs;
 
+#[cfg(feature = "registry")]
+pub mod images;
+#[cfg(feature = "registry")]
+pub mod registry;
+
 use std::fs;
 
 /// Returns true when the test may go on as root. Without root it fails under `CI=true`

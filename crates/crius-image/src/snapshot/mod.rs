@@ -8,7 +8,7 @@
 //! an active snapshot whose parent is the image's top chain id.
 //!
 //! ```text
-//!   prepare(key, parent) ──▶ Active ──commit(name, key)──▶ Committed(name)
+//!   prepare(key, parent) ──▶ Active ──commit(name, key, parent)──▶ Committed(name)
 //!                              │                               │
 //!                          remove(key)                  remove(name) (no children)
 //! ```
@@ -17,6 +17,7 @@
 //! - `prepare` with a key that exists → `AlreadyExists`; with an unknown parent or a
 //!   parent that is not committed → `NotFound` / `FailedPrecondition`;
 //! - `commit` of an unknown key → `NotFound`; to a name that exists → `AlreadyExists`
+//!   and with a parent that is not committed → `NotFound`/`FailedPrecondition`
 //!   (the active snapshot is left for the caller to remove);
 //! - `remove` of a snapshot with children → `FailedPrecondition`; of an unknown key →
 //!   `Ok(false)` (idempotent);
@@ -98,8 +99,10 @@ impl Mounts {
 pub trait Snapshotter: Send + Sync + std::fmt::Debug {
     /// Creates an active snapshot on top of committed `parent` and returns its mounts.
     fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Mounts>;
-    /// Makes active snapshot `key` committed under `name`.
-    fn commit(&self, name: &str, key: &str) -> Result<()>;
+    /// Makes active snapshot `key` committed under `name`. Its parent is `parent` when
+    /// given (it must be committed by then: layers are unpacked in parallel into
+    /// parentless snapshots and committed bottom-up), else the one given to `prepare`.
+    fn commit(&self, name: &str, key: &str, parent: Option<&str>) -> Result<()>;
     /// The mounts of an existing snapshot (committed ones mount read-only).
     fn mounts(&self, key: &str) -> Result<Mounts>;
     /// One snapshot's info; `NotFound` when unknown.

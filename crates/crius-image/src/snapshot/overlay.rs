@@ -174,7 +174,7 @@ impl Snapshotter for OverlaySnapshotter {
         self.mounts_locked(&state, key)
     }
 
-    fn commit(&self, name: &str, key: &str) -> Result<()> {
+    fn commit(&self, name: &str, key: &str, parent: Option<&str>) -> Result<()> {
         let (id, mut meta) = {
             let state = self.lock();
             let (id, meta) = state
@@ -195,6 +195,17 @@ impl Snapshotter for OverlaySnapshotter {
         let mut state = self.lock();
         if state.by_key.contains_key(name) {
             return Err(Error::SnapshotExists(name.to_string()));
+        }
+        if let Some(p) = parent {
+            match state.by_key.get(p) {
+                None => return Err(Error::SnapshotNotFound(p.to_string())),
+                Some((_, m)) if m.kind != SnapshotKind::Committed => {
+                    return Err(Error::SnapshotInUse(format!(
+                        "{p} is active and cannot be a parent"
+                    )))
+                }
+                Some(_) => meta.parent = Some(p.to_string()),
+            }
         }
         meta.key = name.to_string();
         meta.kind = SnapshotKind::Committed;
@@ -411,7 +422,7 @@ mod tests {
                 .prepare(&format!("extract-{i}"), parent.as_deref())
                 .unwrap();
             fs::write(m.upper_path().unwrap().join(format!("f{i}")), i.to_string()).unwrap();
-            s.commit(&format!("layer-{i}"), &format!("extract-{i}"))
+            s.commit(&format!("layer-{i}"), &format!("extract-{i}"), None)
                 .unwrap();
             parent = Some(format!("layer-{i}"));
         }

@@ -18,12 +18,12 @@ pub(crate) fn conformance_suite<S: Snapshotter>(make: impl Fn(&Path) -> S) {
 fn prepare_commit_and_stack(s: &impl Snapshotter) {
     let m = s.prepare("extract-1", None).unwrap();
     fs::write(m.upper_path().unwrap().join("base"), b"1").unwrap();
-    s.commit("layer1", "extract-1").unwrap();
+    s.commit("layer1", "extract-1", None).unwrap();
     assert_eq!(s.stat("layer1").unwrap().kind, SnapshotKind::Committed);
     assert_eq!(s.stat("extract-1").unwrap_err().kind(), ErrorKind::NotFound);
     let m = s.prepare("extract-2", Some("layer1")).unwrap();
     assert_eq!(m.lowers.len(), 1);
-    s.commit("layer2", "extract-2").unwrap();
+    s.commit("layer2", "extract-2", None).unwrap();
     let c = s.prepare("container", Some("layer2")).unwrap();
     assert_eq!(c.lowers.len(), 2, "topmost first, whole chain");
     assert!(c.upper.is_some() && c.work.is_some());
@@ -49,20 +49,20 @@ fn duplicate_keys_and_unknown_parents(s: &impl Snapshotter) {
         ErrorKind::FailedPrecondition
     );
     assert_eq!(
-        s.commit("n", "missing").unwrap_err().kind(),
+        s.commit("n", "missing", None).unwrap_err().kind(),
         ErrorKind::NotFound
     );
-    s.commit("n", "k").unwrap();
+    s.commit("n", "k", None).unwrap();
     s.prepare("k2", None).unwrap();
     assert_eq!(
-        s.commit("n", "k2").unwrap_err().kind(),
+        s.commit("n", "k2", None).unwrap_err().kind(),
         ErrorKind::AlreadyExists
     );
 }
 
 fn remove_is_idempotent_and_refuses_parents(s: &impl Snapshotter) {
     s.prepare("a", None).unwrap();
-    s.commit("base", "a").unwrap();
+    s.commit("base", "a", None).unwrap();
     s.prepare("child", Some("base")).unwrap();
     assert_eq!(
         s.remove("base").unwrap_err().kind(),
@@ -78,7 +78,7 @@ fn state_survives_reopen<S: Snapshotter>(make: &impl Fn(&Path) -> S, dir: &Path)
     {
         let s = make(dir);
         s.prepare("a", None).unwrap();
-        s.commit("base", "a").unwrap();
+        s.commit("base", "a", None).unwrap();
         s.prepare("c", Some("base")).unwrap();
     }
     let s = make(dir);

@@ -1,0 +1,451 @@
+//! Pulls from a real local registry (Debian's docker-registry) on the real kernel.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crius_image::config::RegistryConfig;
+use crius_image::snapshot::SnapshotKind;
+use crius_image::{ErrorKind, ImageConfig, ImageManager, PullAuth, StoreImageRecords};
+use crius_testkit::images::{
+    busybox_image, five_layer_image, push_index, Compression, LayerBuilder, TestImage,
+};
+use crius_testkit::registry::Registry;
+
+struct Env {
+    dir: tempfile::TempDir,
+    manager: ImageManager,
+}
+
+fn env_with(config: ImageConfig) -> Env {
+    let dir = tempfile::tempdir().expect("test setup");
+    let store =
+        Arc::new(crius_store::Store::open(dir.path().join("meta.redb")).expect("test setup"));
+    let manager = ImageManager::open(
+        &dir.path().join("images"),
+        config,
+        Arc::new(StoreImageRecords::new(store)),
+    )
+    .expect("test setup");
+    Env { dir, manager }
+}
+
+fn env(registry: &Registry) -> Env {
+    let mut config = ImageConfig::default();
+    config.registries.insert(
+        registry.host().to_string(),
+        RegistryConfig {
+            insecure: true,
+            mirrors: vec![],
+        },
+    );
+    env_with(config)
+}
+
+fn committed(m: &ImageManager) -> usize {
+    m.snapshotter()
+        .list()
+        .expect("test setup")
+        .iter()
+        .filter(|s| s.kind == SnapshotKind::Committed)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_unpacks_layers_honours_whiteouts_and_records_the_image() {
+    if !crius_testkit::require_root("pull_unpacks_layers_honours_whiteouts_and_records_the_image") {
+        return;
+    }
+    let registry = Registry::start().unwrap();
+    let image = busybox_image("amd64");
+    image
+        .push(registry.host(), "busybox", "latest", None)
+        .await
+        .unwrap();
+    let e = env(&registry);
+    let reference = format!("{}/busybox", registry.host());
+    let pulled = e
+        .manager
+        .pull(&reference, &PullAuth::default())
+        .await
+        .unwrap();
+    let img = &pulled.image;
+    assert_eq!(img.id.to_string(), image.config_digest);
+    assert_eq!(
+        img.repo_tags,
+        [format!("{}/busybox:latest", registry.host())]
+    );
+    assert_eq!(
+        img.repo_digests,
+        [format!(
+            "{}/busybox@{}",
+            registry.host(),
+            image.manifest_digest
+        )]
+    );
+    assert_eq!(img.chain_ids.len(), 3);
+    assert!(
+        img.size > 500_000,
+        "unpacked size includes busybox: {}",
+        img.size
+    );
+    assert_eq!(pulled.layers_downloaded, 3);
+    for r in [
+        img.id.to_string(),
+        reference.clone(),
+        img.repo_digests[0].clone(),
+        img.id.hex()[..12].to_string(),
+    ] {
+        assert_eq!(
+            e.manager.status(&r).unwrap().map(|i| i.id),
+            Some(img.id.clone()),
+            "status by {r}"
+        );
+    }
+    assert_eq!(e.manager.list(None).unwrap().len(), 1);
+
+    let target = e.dir.path().join("rootfs");
+    fs::create_dir(&target).unwrap();
+    e.manager.prepare_rootfs("c1", &reference).unwrap();
+    e.manager.mount_rootfs("c1", &target).unwrap();
+    let check = || -> Result<(), String> {
+        let exists = |p: &str| target.join(p).symlink_metadata().is_ok();
+        for (path, want) in [
+            ("bin/busybox", true),
+            ("bin/sh", true),
+            ("etc/passwd", true),
+            ("etc/removed", false),
+            ("var/cache/old", false),
+            ("var/cache/new", true),
+        ] {
+            if exists(path) != want {
+                return Err(format!("{path}: exists={} want={want}", exists(path)));
+            }
+        }
+        let mode = fs::metadata(target.join("data/hello"))
+            .map_err(|e| e.to_string())?
+            .permissions()
+            .mode();
+        if mode & 0o7777 != 0o4755 {
+            return Err(format!("setuid lost: {mode:o}"));
+        }
+        Ok(())
+    };
+    let result = check();
+    e.manager.unmount_rootfs(&target).unwrap();
+    result.unwrap();
+    assert!(e.manager.remove_rootfs("c1").unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_arch_index_picks_the_host_platform_or_says_what_exists() {
+    if !crius_testkit::require_root("multi_arch_index_picks_the_host_platform_or_says_what_exists")
+    {
+        return;
+    }
+    let registry = Registry::start().unwrap();
+    let arm = TestImage::oci(
+        vec![LayerBuilder::new()
+            .file("arch", b"arm64", 0o644)
+            .build(Compression::Gzip)],
+        "arm64",
+    );
+    let amd = TestImage::oci(
+        vec![LayerBuilder::new()
+            .file("arch", b"amd64", 0o644)
+            .build(Compression::Zstd)],
+        "amd64",
+    );
+    let index = push_index(
+        registry.host(),
+        "multi",
+        "v1",
+        &[arm.clone(), amd.clone()],
+        None,
+    )
+    .await
+    .unwrap();
+    push_index(registry.host(), "armonly", "v1", &[arm], None)
+        .await
+        .unwrap();
+    let e = env(&registry);
+    let pulled = e
+        .manager
+        .pull(
+            &format!("{}/multi:v1", registry.host()),
+            &PullAuth::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pulled.image.id.to_string(), amd.config_digest);
+    assert_eq!(
+        pulled.image.manifest_digest.to_string(),
+        amd.manifest_digest
+    );
+    assert_eq!(
+        pulled.image.repo_digests,
+        [format!("{}/multi@{index}", registry.host())]
+    );
+    let err = e
+        .manager
+        .pull(
+            &format!("{}/armonly:v1", registry.host()),
+            &PullAuth::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    assert!(err.to_string().contains("linux/arm64"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_schema2_images_pull_and_mirrors_are_tried_first() {
+    if !crius_testkit::require_root("docker_schema2_images_pull_and_mirrors_are_tried_first") {
+        return;
+    }
+    let registry = Registry::start().unwrap();
+    let image = TestImage::docker(
+        vec![LayerBuilder::new()
+            .file("hello", b"docker", 0o644)
+            .build(Compression::Gzip)],
+        "amd64",
+    );
+    image
+        .push(registry.host(), "library/dockerimg", "1", None)
+        .await
+        .unwrap();
+    // registry.k8s.io is never contacted: its mirror has the image.
+    let mut config = ImageConfig::default();
+    config.registries.insert(
+        "registry.k8s.io".into(),
+        RegistryConfig {
+            insecure: false,
+            mirrors: vec![format!("http://{}", registry.host())],
+        },
+    );
+    let e = env_with(config);
+    let pulled = e
+        .manager
+        .pull("registry.k8s.io/library/dockerimg:1", &PullAuth::default())
+        .await
+        .unwrap();
+    assert_eq!(pulled.image.id.to_string(), image.config_digest);
+    assert_eq!(
+        pulled.image.repo_tags,
+        ["registry.k8s.io/library/dockerimg:1"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_registry_refuses_anonymous_and_accepts_credentials() {
+    if !crius_testkit::require_root("basic_auth_registry_refuses_anonymous_and_accepts_credentials")
+    {
+        return;
+    }
+    let registry = Registry::start_with_basic_auth("crius", "s3cret").unwrap();
+    let image = TestImage::oci(
+        vec![LayerBuilder::new()
+            .file("secret", b"x", 0o600)
+            .build(Compression::Gzip)],
+        "amd64",
+    );
+    image
+        .push(registry.host(), "private", "latest", registry.credentials())
+        .await
+        .unwrap();
+    let e = env(&registry);
+    let reference = format!("{}/private", registry.host());
+    let err = e
+        .manager
+        .pull(&reference, &PullAuth::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert!(
+        matches!(err, crius_image::Error::Unauthorized { .. }),
+        "{err}"
+    );
+    let wrong = PullAuth {
+        username: "crius".into(),
+        password: "nope".into(),
+        ..Default::default()
+    };
+    assert!(e.manager.pull(&reference, &wrong).await.is_err());
+    let ok = PullAuth {
+        username: "crius".into(),
+        password: "s3cret".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        e.manager
+            .pull(&reference, &ok)
+            .await
+            .unwrap()
+            .image
+            .id
+            .to_string(),
+        image.config_digest
+    );
+    // The base64 `auth` form works too (fresh manager: no cached token).
+    let e2 = env(&registry);
+    let b64 = PullAuth {
+        auth: "Y3JpdXM6czNjcmV0".into(),
+        ..Default::default()
+    };
+    e2.manager.pull(&reference, &b64).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_five_layer_image_twice_downloads_once_even_concurrently() {
+    if !crius_testkit::require_root("same_five_layer_image_twice_downloads_once_even_concurrently")
+    {
+        return;
+    }
+    let registry = Registry::start().unwrap();
+    five_layer_image("five")
+        .push(registry.host(), "five", "latest", None)
+        .await
+        .unwrap();
+    let e = env(&registry);
+    let reference = format!("{}/five", registry.host());
+    let auth = PullAuth::default();
+    let (a, b) = tokio::join!(
+        e.manager.pull(&reference, &auth),
+        e.manager.pull(&reference, &auth)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.layers_downloaded + b.layers_downloaded, 5);
+    assert_eq!(
+        e.manager
+            .pull(&reference, &auth)
+            .await
+            .unwrap()
+            .layers_downloaded,
+        0
+    );
+    assert_eq!(committed(&e.manager), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_images_sharing_a_base_layer_store_it_once_and_gc_after_remove() {
+    if !crius_testkit::require_root(
+        "two_images_sharing_a_base_layer_store_it_once_and_gc_after_remove",
+    ) {
+        return;
+    }
+    let registry = Registry::start().unwrap();
+    let (a, b) = (five_layer_image("a"), five_layer_image("b"));
+    a.push(registry.host(), "a", "latest", None).await.unwrap();
+    b.push(registry.host(), "b", "latest", None).await.unwrap();
+    let e = env(&registry);
+    let auth = PullAuth::default();
+    let ra = format!("{}/a", registry.host());
+    let rb = format!("{}/b", registry.host());
+    assert_eq!(
+        e.manager.pull(&ra, &auth).await.unwrap().layers_downloaded,
+        5
+    );
+    assert_eq!(
+        e.manager.pull(&rb, &auth).await.unwrap().layers_downloaded,
+        4
+    );
+    assert_eq!(committed(&e.manager), 9);
+    let base = b.layers[0].digest.parse().unwrap();
+    assert!(crius_image::content::ContentReader::contains(
+        e.manager.content(),
+        &base
+    ));
+
+    // A container from image a keeps a's snapshots after a is removed.
+    e.manager.prepare_rootfs("ctr", &ra).unwrap();
+    assert!(e.manager.remove(&ra).unwrap());
+    assert!(!e.manager.remove(&ra).unwrap(), "remove is idempotent");
+    assert!(e.manager.status(&ra).unwrap().is_none());
+    assert_eq!(committed(&e.manager), 9);
+    assert!(e.manager.remove_rootfs("ctr").unwrap());
+    assert_eq!(committed(&e.manager), 5, "only b's chain is left");
+    assert!(e.manager.remove(&rb).unwrap());
+    assert_eq!(committed(&e.manager), 0);
+    assert!(
+        crius_image::content::ContentManager::list(e.manager.content())
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        e.manager.fs_usage().unwrap().mountpoint,
+        e.dir.path().join("images")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_or_inconsistent_images_fail_cleanly_and_leave_no_snapshot() {
+    if !crius_testkit::require_root(
+        "hostile_or_inconsistent_images_fail_cleanly_and_leave_no_snapshot",
+    ) {
+        return;
+    }
+    let registry = Registry::start().unwrap();
+    let e = env(&registry);
+    let outside = e.dir.path().join("escape");
+    // A layer with a `..` entry (tar::Builder refuses to write one; patch the name).
+    let mut layer = LayerBuilder::new()
+        .file("xxescape", b"pwned", 0o644)
+        .build(Compression::None);
+    let pos = layer
+        .blob
+        .windows(8)
+        .position(|w| w == b"xxescape")
+        .unwrap();
+    layer.blob[pos..pos + 8].copy_from_slice(b"../../..");
+    let mut h = tar::Header::from_byte_slice(&layer.blob[..512]).clone();
+    h.set_cksum();
+    layer.blob[..512].copy_from_slice(h.as_bytes());
+    let layer = crius_testkit::images::Layer::from_tar(&layer.blob, Compression::Gzip);
+    TestImage::oci(vec![layer], "amd64")
+        .push(registry.host(), "hostile", "latest", None)
+        .await
+        .unwrap();
+    let err = e
+        .manager
+        .pull(
+            &format!("{}/hostile", registry.host()),
+            &PullAuth::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, crius_image::Error::HostileLayer { .. }),
+        "{err}"
+    );
+    assert!(!outside.exists() && !Path::new("/escape").exists());
+
+    // A config whose diff id does not match the layer.
+    let good = LayerBuilder::new()
+        .file("f", b"1", 0o644)
+        .build(Compression::Gzip);
+    let mut lying = good.clone();
+    lying.diff_id = crius_testkit::images::sha256(b"something else");
+    TestImage::oci(vec![lying], "amd64")
+        .push(registry.host(), "lying", "latest", None)
+        .await
+        .unwrap();
+    let err = e
+        .manager
+        .pull(&format!("{}/lying", registry.host()), &PullAuth::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, crius_image::Error::DigestMismatch { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        e.manager.snapshotter().list().unwrap().len(),
+        0,
+        "no snapshot survives a failed pull"
+    );
+    assert!(!crius_image::content::ContentReader::contains(
+        e.manager.content(),
+        &good.digest.parse().unwrap()
+    ));
+}
