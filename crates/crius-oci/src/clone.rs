@@ -321,3 +321,36 @@ pub(crate) fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> nix::Resu
     }
     Ok(())
 }
+
+/// `struct sock_fprog` from `linux/filter.h`.
+#[repr(C)]
+struct SockFprog {
+    len: libc::c_ushort,
+    filter: *const seccompiler::sock_filter,
+}
+
+/// Installs a seccomp filter without touching no_new_privs (seccompiler's own
+/// `apply_filter` always sets it; the spec decides it here). Without no_new_privs the
+/// caller must hold CAP_SYS_ADMIN, see seccomp(2).
+pub(crate) fn install_seccomp(program: &[seccompiler::sock_filter]) -> nix::Result<()> {
+    let len = libc::c_ushort::try_from(program.len()).map_err(|_| nix::Error::E2BIG)?;
+    let prog = SockFprog {
+        len,
+        filter: program.as_ptr(),
+    };
+    // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER, 0, &prog): `prog` is a live, initialised
+    // sock_fprog whose `filter` points at `len` sock_filter entries borrowed from `program`
+    // for the duration of the call; the kernel copies them and keeps no pointer.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            std::ptr::addr_of!(prog),
+        )
+    };
+    if ret != 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}

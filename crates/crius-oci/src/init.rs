@@ -15,7 +15,9 @@ use nix::sys::stat::{umask, Mode};
 use nix::unistd::{chdir, execve, setgroups, setresgid, setresuid, Gid, Uid};
 use seccompiler::BpfProgram;
 
-use crate::clone::{cloexec_from, dup_above, dup_onto, exit_now, set_controlling_tty};
+use crate::clone::{
+    cloexec_from, dup_above, dup_onto, exit_now, install_seccomp, set_controlling_tty,
+};
 use crate::error::InitError;
 use crate::message::{Channel, Message};
 use crate::rootfs::{self, RootfsPlan};
@@ -352,8 +354,7 @@ fn apply_lsm(p: &ProcessPlan) -> Result<(), InitError> {
 /// The apply_seccomp step: install the filters compiled by the parent.
 fn apply_seccomp(filters: &[BpfProgram]) -> Result<(), InitError> {
     for f in filters {
-        seccompiler::apply_filter(f)
-            .map_err(|e| InitError::ApplySeccomp(format!("install: {e}")))?;
+        install_seccomp(f).map_err(|e| InitError::ApplySeccomp(format!("install: {e}")))?;
     }
     Ok(())
 }

@@ -118,7 +118,7 @@ fn a_memory_hog_is_oom_killed_at_its_limit_and_reported() {
     let limit = 32 * 1024 * 1024;
     resources(
         &mut spec,
-        &format!("crius-oci-test/{ctr}"),
+        &format!("crius-oci-test-{ctr}"),
         serde_json::json!({"memory": {"limit": limit, "swap": limit}}),
     );
     let mut rt = BuiltinRuntime::new();
@@ -130,7 +130,7 @@ fn a_memory_hog_is_oom_killed_at_its_limit_and_reported() {
     let stats = rt.cgroup(&ctr).unwrap().stats().unwrap();
     assert!(stats.oom_kills >= 1, "{stats:?}");
     rt.delete(&ctr, false).unwrap();
-    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/crius-oci-test/{ctr}")).exists());
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/crius-oci-test-{ctr}")).exists());
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
     ]);
     resources(
         &mut spec,
-        &format!("crius-oci-test/{ctr}"),
+        &format!("crius-oci-test-{ctr}"),
         serde_json::json!({"pids": {"limit": 6}}),
     );
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();

@@ -126,7 +126,11 @@ impl CgroupManager {
 
     /// SIGKILLs every process (frozen first where supported so none can fork away) and
     /// waits up to `timeout` for the cgroup to empty.
+    /// On v2 with `cgroup.kill` (Linux 5.14+) the kernel kills the whole cgroup at once.
     pub fn kill_all(&self, timeout: Duration) -> Result<()> {
+        if let CgroupManager::V2(m) = self {
+            m.kill();
+        }
         let _ = self.freeze(true);
         for pid in self.processes()? {
             let _ = nix::sys::signal::kill(

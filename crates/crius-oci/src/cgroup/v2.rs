@@ -189,6 +189,13 @@ impl V2Manager {
         write(&self.dir, "cgroup.freeze", if frozen { "1" } else { "0" })
     }
 
+    /// Writes `cgroup.kill` when the kernel has it (best effort; the caller verifies).
+    pub(crate) fn kill(&self) {
+        if self.dir.join("cgroup.kill").exists() {
+            let _ = write(&self.dir, "cgroup.kill", "1");
+        }
+    }
+
     pub(crate) fn delete(&self) -> Result<()> {
         remove_dir(&self.dir)
     }
