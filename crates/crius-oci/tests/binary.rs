@@ -26,6 +26,7 @@ fn suite_for(binary: &str, name: &str) {
         .into_owned();
     common::conformance_suite(&mut rt, &tag);
     common::lifecycle_suite(&mut rt, &tag);
+    common::terminal_suite(&mut rt, &tag);
     assert_eq!(
         rt.state("no-such-container").unwrap_err().kind(),
         ErrorKind::NotFound

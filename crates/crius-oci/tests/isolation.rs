@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
@@ -278,33 +277,5 @@ fn a_terminal_process_gets_a_pty_and_the_caller_the_master() {
     if !crius_testkit::require_root("a_terminal_process_gets_a_pty_and_the_caller_the_master") {
         return;
     }
-    let bundle = Bundle::new();
-    let ctr = id("tty");
-    let mut spec = bundle.spec(&["/bin/tty"]);
-    spec.process_mut()
-        .as_mut()
-        .unwrap()
-        .set_terminal(Some(true));
-    let mut rt = BuiltinRuntime::new();
-    let mut p = rt
-        .create(&ctr, bundle.path(), &spec, Stdio::default())
-        .unwrap();
-    let master = p.take_pty_master().expect("pty master");
-    rt.start(&ctr).unwrap();
-    let mut file = std::fs::File::from(master);
-    let mut buf = [0u8; 256];
-    let n = file.read(&mut buf).unwrap();
-    let status = p.wait().unwrap();
-    assert_eq!(
-        status,
-        ExitStatus::Exited(0),
-        "{:?}",
-        String::from_utf8_lossy(&buf[..n])
-    );
-    assert!(
-        String::from_utf8_lossy(&buf[..n]).starts_with("/dev/pts/0"),
-        "{:?}",
-        &buf[..n]
-    );
-    rt.delete(&ctr, false).unwrap();
+    common::terminal_suite(&mut BuiltinRuntime::new(), "builtin");
 }

@@ -235,3 +235,27 @@ pub fn lifecycle_suite(rt: &mut dyn OciRuntime, tag: &str) {
         ErrorKind::NotFound
     );
 }
+
+/// A terminal process sees its own pty (from the container's devpts) and the caller
+/// gets the master.
+pub fn terminal_suite(rt: &mut dyn OciRuntime, tag: &str) {
+    let bundle = Bundle::new();
+    let mut spec = bundle.spec(&["/bin/tty"]);
+    spec.process_mut()
+        .as_mut()
+        .unwrap()
+        .set_terminal(Some(true));
+    let ctr = id(&format!("{tag}-tty"));
+    let mut p = rt
+        .create(&ctr, bundle.path(), &spec, Stdio::default())
+        .unwrap();
+    let master = p.take_pty_master().expect("pty master");
+    rt.start(&ctr).unwrap();
+    let mut file = std::fs::File::from(master);
+    let mut buf = [0u8; 256];
+    let n = file.read(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(p.wait().unwrap(), ExitStatus::Exited(0), "{text:?}");
+    assert!(text.starts_with("/dev/pts/0"), "{text:?}");
+    rt.delete(&ctr, false).unwrap();
+}
