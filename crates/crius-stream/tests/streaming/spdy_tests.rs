@@ -1,0 +1,228 @@
+use crius_stream::AttachRequest;
+use serde_json::Value;
+
+use crate::common::*;
+use crate::spdy_client::SpdyClient;
+
+const V4: &str = "v4.channel.k8s.io";
+
+async fn exec_streams(c: &mut SpdyClient, kinds: &[&str]) -> Vec<crate::spdy_client::ClientStream> {
+    let mut v = Vec::new();
+    for k in kinds {
+        v.push(c.open(&[("streamType", k)]).await);
+    }
+    v
+}
+
+#[tokio::test]
+async fn spdy_v4_exec_echoes_stdin_and_reports_success() {
+    let (srv, _) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["cat"], false, true, false))
+        .unwrap();
+    let mut c = SpdyClient::connect(&url, &[V4, "v3.channel.k8s.io"], false)
+        .await
+        .unwrap();
+    assert_eq!(c.protocol, V4);
+    let mut s = exec_streams(&mut c, &["error", "stdin", "stdout"]).await;
+    s[1].send(b"over spdy").await;
+    s[1].close().await;
+    assert_eq!(s[2].read_all().await, b"over spdy");
+    let status: Value = serde_json::from_slice(&s[0].read_all().await).unwrap();
+    assert_eq!(status["status"], "Success");
+    c.go_away().await;
+}
+
+#[tokio::test]
+async fn spdy_v4_exec_propagates_exit_code_with_stderr() {
+    let (srv, _) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["exit", "7"], false, false, true))
+        .unwrap();
+    let mut c = SpdyClient::connect(&url, &[V4], true).await.unwrap();
+    let mut s = exec_streams(&mut c, &["error", "stdout", "stderr"]).await;
+    assert_eq!(s[1].read_all().await, b"bye\n");
+    assert_eq!(s[2].read_all().await, b"err\n");
+    let status: Value = serde_json::from_slice(&s[0].read_all().await).unwrap();
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "7");
+}
+
+#[tokio::test]
+async fn spdy_v2_exec_reports_failure_as_plain_text() {
+    let (srv, _) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["exit", "2"], false, false, false))
+        .unwrap();
+    let mut c = SpdyClient::connect(&url, &["v2.channel.k8s.io"], false)
+        .await
+        .unwrap();
+    let mut s = exec_streams(&mut c, &["error", "stdout"]).await;
+    assert_eq!(s[1].read_all().await, b"bye\n");
+    let text = String::from_utf8(s[0].read_all().await).unwrap();
+    assert!(text.contains("non-zero exit code"), "{text}");
+}
+
+#[tokio::test]
+async fn spdy_tty_resize_reaches_backend() {
+    let (srv, _) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["resize"], true, true, false))
+        .unwrap();
+    let mut c = SpdyClient::connect(&url, &[V4], false).await.unwrap();
+    let mut s = exec_streams(&mut c, &["error", "stdin", "stdout", "resize"]).await;
+    s[3].send(b"{\"Width\":200,\"Height\":50}\n").await;
+    assert_eq!(s[2].read_all().await, b"200x50\n");
+    let status: Value = serde_json::from_slice(&s[0].read_all().await).unwrap();
+    assert_eq!(status["status"], "Success");
+}
+
+#[tokio::test]
+async fn spdy_attach_streams_output_and_stdin() {
+    let (srv, _) = server().await;
+    let req = AttachRequest {
+        container_id: "c1".into(),
+        tty: false,
+        stdin: true,
+        stdout: true,
+        stderr: false,
+    };
+    let url = srv.issue_attach(req).unwrap();
+    let mut c = SpdyClient::connect(&url, &[V4], false).await.unwrap();
+    let mut s = exec_streams(&mut c, &["error", "stdin", "stdout"]).await;
+    s[1].send(b"keys").await;
+    s[1].close().await;
+    assert_eq!(s[2].read_all().await, b"attached\nkeys");
+}
+
+#[tokio::test]
+async fn spdy_unsupported_protocol_is_forbidden() {
+    let (srv, _) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["cat"], false, true, false))
+        .unwrap();
+    assert_eq!(
+        SpdyClient::connect(&url, &["v9.channel.k8s.io"], false)
+            .await
+            .err(),
+        Some(403)
+    );
+}
+
+#[tokio::test]
+async fn spdy_sixteen_concurrent_execs() {
+    let (srv, _) = server().await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let url = srv
+            .issue_exec(exec_req(&["cat"], false, true, false))
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut c = SpdyClient::connect(&url, &[V4], i % 2 == 0).await.unwrap();
+            let mut s = exec_streams(&mut c, &["error", "stdin", "stdout"]).await;
+            let msg = format!("spdy exec {i}");
+            s[1].send(msg.as_bytes()).await;
+            s[1].close().await;
+            assert_eq!(s[2].read_all().await, msg.as_bytes());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+async fn pf_pair(
+    c: &mut SpdyClient,
+    port: u16,
+    req: &str,
+) -> (
+    crate::spdy_client::ClientStream,
+    crate::spdy_client::ClientStream,
+) {
+    let p = port.to_string();
+    let e = c
+        .open(&[("streamType", "error"), ("port", &p), ("requestID", req)])
+        .await;
+    let d = c
+        .open(&[("streamType", "data"), ("port", &p), ("requestID", req)])
+        .await;
+    (d, e)
+}
+
+#[tokio::test]
+async fn spdy_port_forward_runs_several_streams_on_one_connection() {
+    let (srv, backend) = server().await;
+    let port = echo_server().await;
+    let url = srv.issue_port_forward("pod1", &[port]).unwrap();
+    let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"], false)
+        .await
+        .unwrap();
+    let mut pairs = Vec::new();
+    for i in 0..4 {
+        pairs.push(pf_pair(&mut c, port, &i.to_string()).await);
+    }
+    for (i, (d, _)) in pairs.iter().enumerate() {
+        d.send(format!("stream {i}").as_bytes()).await;
+        d.close().await;
+    }
+    for (i, (d, e)) in pairs.iter_mut().enumerate() {
+        assert_eq!(d.read_all().await, format!("stream {i}").as_bytes());
+        assert!(e.read_all().await.is_empty());
+    }
+    assert_eq!(backend.forwarded.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn spdy_port_forward_to_closed_port_reports_error() {
+    let (srv, _) = server().await;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let url = srv.issue_port_forward("pod1", &[]).unwrap();
+    let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"], false)
+        .await
+        .unwrap();
+    let (mut d, mut e) = pf_pair(&mut c, port, "0").await;
+    let msg = String::from_utf8(e.read_all().await).unwrap();
+    assert!(
+        msg.contains(&format!("error forwarding port {port} to pod pod1")),
+        "{msg}"
+    );
+    assert!(d.read_all().await.is_empty());
+}
+
+async fn large_copy(flow: bool) {
+    let (srv, _) = server().await;
+    let port = echo_server().await;
+    let url = srv.issue_port_forward("pod1", &[port]).unwrap();
+    let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"], flow)
+        .await
+        .unwrap();
+    let (d, _e) = pf_pair(&mut c, port, "0").await;
+    const SIZE: usize = 24 << 20;
+    let data: Vec<u8> = (0..SIZE)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1])
+        .collect();
+    let data = std::sync::Arc::new(data);
+    let sent = data.clone();
+    let sender = tokio::spawn(async move {
+        d.send(&sent).await;
+        d.close().await;
+        d
+    });
+    // The client buffers what comes back while it sends; read it after.
+    let mut d = sender.await.unwrap();
+    let got = d.read_all().await;
+    assert_eq!(got.len(), SIZE);
+    assert!(got == *data, "payload corrupted");
+}
+
+#[tokio::test]
+async fn spdy_port_forward_copies_24_mib_intact_without_flow_control() {
+    large_copy(false).await;
+}
+
+#[tokio::test]
+async fn spdy_port_forward_copies_24_mib_intact_with_flow_control() {
+    large_copy(true).await;
+}
