@@ -354,3 +354,126 @@ pub(crate) fn install_seccomp(program: &[seccompiler::sock_filter]) -> nix::Resu
     }
     Ok(())
 }
+
+/// A user namespace with the given `uid_map`/`gid_map` contents, held by an fd: a helper
+/// child unshares it, we write its maps, open it, and let the helper exit. Used to
+/// id-map mounts (mount_setattr(2) wants a user namespace fd).
+pub(crate) fn userns_with_maps(uid_map: &str, gid_map: &str) -> Result<OwnedFd, String> {
+    let (parent, child) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
+    // SAFETY: as in `spawn`: the caller is single-threaded (or holds no lock the child
+    // needs); the child only unshares, talks over the socket and `_exit`s.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(parent);
+            let ok = unshare(CloneFlags::CLONE_NEWUSER).is_ok()
+                && child.send(&Message::MapIds, None).is_ok()
+                && child.expect(&Message::IdsMapped).is_ok();
+            exit_now(i32::from(!ok))
+        }
+        Ok(ForkResult::Parent { child: pid }) => {
+            drop(child);
+            let result = (|| {
+                parent
+                    .expect(&Message::MapIds)
+                    .map_err(|r| format!("{r:?}"))?;
+                for (file, map) in [("uid_map", uid_map), ("gid_map", gid_map)] {
+                    std::fs::write(format!("/proc/{pid}/{file}"), map)
+                        .map_err(|e| format!("write {file} of helper: {e}"))?;
+                }
+                let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+                    .map_err(|e| format!("open helper user namespace: {e}"))?;
+                Ok(OwnedFd::from(ns))
+            })();
+            let _ = parent.send(&Message::IdsMapped, None);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            result
+        }
+        Err(e) => Err(format!("fork: {e}")),
+    }
+}
+
+/// `struct mount_attr` from `linux/mount.h`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// A detached, recursive clone of the mount tree at `source`, id-mapped through `userns`
+/// (open_tree(2) + mount_setattr(2) with MOUNT_ATTR_IDMAP).
+pub(crate) fn idmapped_tree(source: &std::path::Path, userns: &OwnedFd) -> Result<OwnedFd, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(source.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    let flags = OPEN_TREE_CLONE | AT_RECURSIVE | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: open_tree(AT_FDCWD, path, flags): `path` is a NUL-terminated string alive for
+    // the call; the return value is a new fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if ret < 0 {
+        return Err(format!(
+            "open_tree {}: {}",
+            source.display(),
+            nix::Error::last()
+        ));
+    }
+    let fd = RawFd::try_from(ret).map_err(|e| e.to_string())?;
+    // SAFETY: the kernel just created `fd` for us; nobody else owns it.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd) };
+    let userns_fd = u64::try_from(userns.as_raw_fd()).map_err(|e| e.to_string())?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd,
+    };
+    let empty = c"";
+    // SAFETY: mount_setattr(tree, "", AT_EMPTY_PATH|AT_RECURSIVE, &attr, size): `tree` is the
+    // open detached mount, `empty` is a static C string, `attr` a live mount_attr of the
+    // size we pass; the kernel only reads it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            std::ptr::addr_of!(attr),
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret != 0 {
+        return Err(format!(
+            "mount_setattr idmap {}: {}",
+            source.display(),
+            nix::Error::last()
+        ));
+    }
+    Ok(tree)
+}
+
+/// Attaches the detached mount `tree` on top of the directory or file `target`.
+pub(crate) fn attach_tree(tree: &OwnedFd, target: &OwnedFd) -> nix::Result<()> {
+    let empty = c"";
+    // SAFETY: move_mount(tree, "", target, "", F_EMPTY_PATH|T_EMPTY_PATH): both fds are open
+    // for the call, the paths are static empty C strings.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if ret != 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}

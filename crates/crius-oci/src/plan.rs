@@ -217,6 +217,7 @@ fn rootfs_plan(spec: &Spec, bundle: &Path, rootfs: &Path) -> Result<RootfsPlan> 
                 }
             }
         }
+        let idmapped = idmapped_tree(m, flags, source.as_deref())?;
         mounts.push(MountPlan {
             fstype,
             source,
@@ -224,6 +225,7 @@ fn rootfs_plan(spec: &Spec, bundle: &Path, rootfs: &Path) -> Result<RootfsPlan> 
             flags,
             propagation,
             data,
+            idmapped,
         });
     }
     let mut devices: Vec<DevicePlan> = DEFAULT_DEVICES
@@ -261,6 +263,34 @@ fn rootfs_plan(spec: &Spec, bundle: &Path, rootfs: &Path) -> Result<RootfsPlan> 
         devices,
         cgroup_v1: host_v1,
     })
+}
+
+/// For a bind mount with `uidMappings`/`gidMappings`: a detached tree of the source,
+/// id-mapped through a user namespace holding those maps (made here, in the parent,
+/// because only a parent can write arbitrary maps).
+fn idmapped_tree(
+    m: &oci_spec::runtime::Mount,
+    flags: MsFlags,
+    source: Option<&Path>,
+) -> Result<Option<OwnedFd>> {
+    let (Some(uids), Some(gids)) = (m.uid_mappings(), m.gid_mappings()) else {
+        return Ok(None);
+    };
+    let Some(source) = source.filter(|_| flags.contains(MsFlags::MS_BIND)) else {
+        return Err(Error::InvalidSpec(format!(
+            "id-mapped mount {} must be a bind mount",
+            m.destination().display()
+        )));
+    };
+    let fmt = |maps: &Vec<oci_spec::runtime::LinuxIdMapping>| {
+        maps.iter()
+            .map(|x| format!("{} {} {}\n", x.container_id(), x.host_id(), x.size()))
+            .collect::<String>()
+    };
+    let userns =
+        crate::clone::userns_with_maps(&fmt(uids), &fmt(gids)).map_err(Error::Unavailable)?;
+    let tree = crate::clone::idmapped_tree(source, &userns).map_err(Error::Unavailable)?;
+    Ok(Some(tree))
 }
 
 /// The host's cgroup v1 hierarchies under /sys/fs/cgroup as (dir name, mount options);

@@ -29,7 +29,7 @@ pub(crate) enum Create {
 }
 
 /// One mount of the spec, parsed in the parent.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct MountPlan {
     /// Filesystem type; `None` for binds.
     pub(crate) fstype: Option<String>,
@@ -43,6 +43,8 @@ pub(crate) struct MountPlan {
     pub(crate) propagation: Vec<MsFlags>,
     /// Remaining options as the data string.
     pub(crate) data: String,
+    /// For an id-mapped bind: the detached, already id-mapped tree made by the parent.
+    pub(crate) idmapped: Option<OwnedFd>,
 }
 
 /// A device node made available inside the container by bind-mounting the host's node.
@@ -55,7 +57,7 @@ pub(crate) struct DevicePlan {
 }
 
 /// Everything the init needs to build the root filesystem.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct RootfsPlan {
     /// Absolute host path of the rootfs.
     pub(crate) path: PathBuf,
@@ -208,6 +210,14 @@ fn mount_one(root: &File, m: &MountPlan, plan: &RootfsPlan) -> Result<(), String
     let data = (!m.data.is_empty()).then_some(m.data.as_str());
     if m.fstype.as_deref() == Some("cgroup") && !plan.cgroup_v1.is_empty() {
         mount_cgroup_v1(root, m, plan)?;
+    } else if let Some(tree) = &m.idmapped {
+        crate::clone::attach_tree(tree, &target)
+            .map_err(|e| format!("attach id-mapped tree: {e}"))?;
+        let rest = m.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
+        if !rest.is_empty() {
+            let top = open_in_root(root, &m.dest, None)?;
+            remount(&top, rest | MsFlags::MS_REC)?;
+        }
     } else if is_bind {
         let src = m.source.as_ref().ok_or("bind mount without source")?;
         let bind = m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);

@@ -183,6 +183,27 @@ fn chown_tree(path: &Path, base: u32) {
     }
 }
 
+fn id_map(base: u32) -> LinuxIdMapping {
+    serde_json::from_value(serde_json::json!({"containerID": 0, "hostID": base, "size": 65536}))
+        .unwrap()
+}
+
+/// A spec with a new user namespace mapping container 0.. to host `base`.., with the
+/// rootfs chowned to match.
+fn userns_spec(bundle: &Bundle, base: u32, args: &[&str]) -> Spec {
+    chown_tree(&bundle.rootfs(), base);
+    let mut spec = bundle.spec(args);
+    let linux = spec.linux_mut().as_mut().unwrap();
+    linux.set_uid_mappings(Some(vec![id_map(base)]));
+    linux.set_gid_mappings(Some(vec![id_map(base)]));
+    let mut ns = linux.namespaces().clone().unwrap();
+    let mut user = LinuxNamespace::default();
+    user.set_typ(LinuxNamespaceType::User);
+    ns.push(user);
+    linux.set_namespaces(Some(ns));
+    spec
+}
+
 #[test]
 fn user_namespace_root_is_the_mapped_host_uid_on_bind_mounts() {
     if !crius_testkit::require_root("user_namespace_root_is_the_mapped_host_uid_on_bind_mounts") {
@@ -190,31 +211,15 @@ fn user_namespace_root_is_the_mapped_host_uid_on_bind_mounts() {
     }
     let bundle = Bundle::new();
     let base = 200_000;
-    chown_tree(&bundle.rootfs(), base);
     let data = bundle.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let mut spec = bundle.spec(&[
-        "/bin/sh",
-        "-c",
-        "touch /data/made-inside; cat /proc/self/uid_map; id -u",
-    ]);
+    let script = "touch /data/made-inside; cat /proc/self/uid_map; id -u";
+    let mut spec = userns_spec(&bundle, base, &["/bin/sh", "-c", script]);
     spec.mounts_mut()
         .as_mut()
         .unwrap()
         .push(bind(&data, "/data"));
-    let linux = spec.linux_mut().as_mut().unwrap();
-    let map: LinuxIdMapping = serde_json::from_value(
-        serde_json::json!({"containerID": 0, "hostID": base, "size": 65536}),
-    )
-    .unwrap();
-    linux.set_uid_mappings(Some(vec![map]));
-    linux.set_gid_mappings(Some(vec![map]));
-    let mut ns = linux.namespaces().clone().unwrap();
-    let mut user = LinuxNamespace::default();
-    user.set_typ(LinuxNamespaceType::User);
-    ns.push(user);
-    linux.set_namespaces(Some(ns));
     let out = run(
         &mut BuiltinRuntime::new(),
         &id("userns"),
@@ -226,6 +231,66 @@ fn user_namespace_root_is_the_mapped_host_uid_on_bind_mounts() {
     assert_eq!(words, ["0", "200000", "65536", "0"], "{out:?}");
     let meta = std::fs::metadata(data.join("made-inside")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (base, base));
+}
+
+#[test]
+fn an_id_mapped_bind_mount_lets_container_root_own_host_root_files() {
+    if !crius_testkit::require_root(
+        "an_id_mapped_bind_mount_lets_container_root_own_host_root_files",
+    ) {
+        return;
+    }
+    let bundle = Bundle::new();
+    let base = 300_000;
+    let data = bundle.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = "stat -c %u /data; touch /data/f && echo written";
+    let plain = {
+        let mut spec = userns_spec(&bundle, base, &["/bin/sh", "-c", script]);
+        spec.mounts_mut()
+            .as_mut()
+            .unwrap()
+            .push(bind(&data, "/data"));
+        spec
+    };
+    let out = run(
+        &mut BuiltinRuntime::new(),
+        &id("noidmap"),
+        bundle.path(),
+        &plain,
+    )
+    .unwrap();
+    assert_eq!(
+        out.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["65534"],
+        "control: {out:?}"
+    );
+
+    let mut spec = plain.clone();
+    let mut mount = bind(&data, "/data");
+    mount.set_uid_mappings(Some(vec![id_map(base)]));
+    mount.set_gid_mappings(Some(vec![id_map(base)]));
+    spec.mounts_mut().as_mut().unwrap().pop();
+    spec.mounts_mut().as_mut().unwrap().push(mount);
+    let out = run(
+        &mut BuiltinRuntime::new(),
+        &id("idmap"),
+        bundle.path(),
+        &spec,
+    )
+    .unwrap();
+    assert_eq!(
+        out.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["0", "written"],
+        "{out:?}"
+    );
+    let meta = std::fs::metadata(data.join("f")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (0, 0),
+        "written through the mapping as host root"
+    );
 }
 
 #[test]
