@@ -37,7 +37,7 @@ impl ImageManager {
         let lease = self.leases.acquire();
         tracing::debug!(image = %image, "pulling image");
         let unpacked = self.unpacker.pull(&image, registry_auth, &lease).await?;
-        let recorded = self.record(&image, &unpacked)?;
+        let recorded = self.record(Some(&image), true, &unpacked)?;
         tracing::info!(image = %image, id = %recorded.id, layers_downloaded = unpacked.layers_downloaded, "image pulled");
         Ok(PullResult {
             image: recorded,
@@ -46,14 +46,22 @@ impl ImageManager {
         })
     }
 
-    /// Writes the image record for `unpacked`, named by `image`, in one transaction
-    /// that also takes the tag away from any other image.
-    pub(crate) fn record(&self, image: &ImageRef, unpacked: &Unpacked) -> Result<Image> {
+    /// Writes the image record for `unpacked`, named by `image` (its tag, and its repo
+    /// digest when `with_digest`), in one transaction that also takes the tag away from
+    /// any other image.
+    pub(crate) fn record(
+        &self,
+        image: Option<&ImageRef>,
+        with_digest: bool,
+        unpacked: &Unpacked,
+    ) -> Result<Image> {
         let (doc, config) = manifest::parse_config(&unpacked.config)?;
         let _g = self.records_lock.lock().unwrap_or_else(|p| p.into_inner());
         let all = self.records.list()?;
-        let tag = image.repo_tag();
-        let digest_ref = image.repo_digest(&unpacked.top_digest);
+        let tag = image.and_then(ImageRef::repo_tag);
+        let digest_ref = image
+            .filter(|_| with_digest)
+            .map(|i| i.repo_digest(&unpacked.top_digest));
         let mut new = all
             .iter()
             .find(|i| i.id == unpacked.config_digest)
@@ -73,7 +81,7 @@ impl ImageManager {
         for other in all.iter().filter(|i| i.id != new.id) {
             let mut o = other.clone();
             o.repo_tags.retain(|t| Some(t) != tag.as_ref());
-            o.repo_digests.retain(|d| *d != digest_ref);
+            o.repo_digests.retain(|d| Some(d) != digest_ref.as_ref());
             if o == *other {
                 continue;
             }
@@ -88,8 +96,10 @@ impl ImageManager {
                 new.repo_tags.push(t);
             }
         }
-        if !new.repo_digests.contains(&digest_ref) {
-            new.repo_digests.push(digest_ref);
+        if let Some(d) = digest_ref {
+            if !new.repo_digests.contains(&d) {
+                new.repo_digests.push(d);
+            }
         }
         puts.push(new.clone());
         self.records.apply(&puts, &deletes)?;
