@@ -3,6 +3,7 @@
 #![allow(clippy::cast_possible_truncation)]
 
 mod common;
+mod kubectl_tests;
 mod spdy_client;
 mod spdy_tests;
 mod ws_tests;
