@@ -16,8 +16,9 @@ use std::process::{Command, Stdio as CmdStdio};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::unistd::Pid;
-use oci_spec::runtime::{Process as ProcessSpec, Spec};
+use oci_spec::runtime::{LinuxResources, Process as ProcessSpec, Spec};
 
+use crate::cgroup::CgroupStats;
 use crate::clone::pidfd_open;
 use crate::error::{Error, Result};
 use crate::runtime::{validate_id, ContainerState, OciRuntime, Process, Status, Stdio};
@@ -344,5 +345,45 @@ impl OciRuntime for BinaryRuntime {
         result?;
         let pid = Self::read_pid(&pid_file)?;
         self.process_from(pid, console.map(|(l, _)| l))
+    }
+
+    fn update(&mut self, id: &str, resources: &LinuxResources) -> Result<()> {
+        std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        let file = self.root.join(format!("{id}.resources.json"));
+        let json = serde_json::to_vec(resources).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        std::fs::write(&file, json).map_err(|e| Error::io(&file, e))?;
+        let mut cmd = self.command(&self.log_path(id, "update"));
+        cmd.arg("update").arg("--resources").arg(&file).arg(id);
+        let result = self.run("update", id, cmd);
+        let _ = std::fs::remove_file(&file);
+        result.map(drop)
+    }
+
+    fn stats(&mut self, id: &str) -> Result<CgroupStats> {
+        let mut cmd = self.command(&self.log_path(id, "events"));
+        cmd.arg("events").arg("--stats").arg(id);
+        let out = self.run("events", id, cmd)?;
+        let v: serde_json::Value = serde_json::from_slice(&out)
+            .map_err(|e| Error::Protocol(format!("{} events --stats: {e}", self.name)))?;
+        Ok(stats_from_events(&v))
+    }
+}
+
+/// Reads `runc events --stats` JSON (`{"type":"stats","data":{...}}`).
+fn stats_from_events(v: &serde_json::Value) -> CgroupStats {
+    let n = |path: &str| {
+        v.pointer(path)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    let usage = n("/data/memory/usage/usage");
+    let inactive =
+        n("/data/memory/raw/total_inactive_file").max(n("/data/memory/raw/inactive_file"));
+    CgroupStats {
+        cpu_usage_ns: n("/data/cpu/usage/total"),
+        memory_usage: usage,
+        memory_working_set: usage.saturating_sub(inactive),
+        pids: n("/data/pids/current"),
+        oom_kills: n("/data/memory/raw/oom_kill"),
     }
 }

@@ -11,9 +11,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxIdMapping, Process as ProcessSpec, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxResources, Process as ProcessSpec, Spec};
 
-use crate::cgroup::CgroupManager;
+use crate::cgroup::{CgroupManager, CgroupStats};
 use crate::clone::{pidfd_send_signal, set_winsize, spawn};
 use crate::error::{Error, InitError, Result};
 use crate::message::{Channel, Message};
@@ -148,6 +148,19 @@ fn launch(
         return Err(e);
     }
     Ok((parent, spawned))
+}
+
+impl BuiltinRuntime {
+    fn cgroup_of(&self, id: &str, op: &'static str) -> Result<&CgroupManager> {
+        self.record(id)?
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| Error::WrongState {
+                id: id.into(),
+                op,
+                state: "without a cgroup (no linux.cgroupsPath)".into(),
+            })
+    }
 }
 
 impl OciRuntime for BuiltinRuntime {
@@ -329,5 +342,13 @@ impl OciRuntime for BuiltinRuntime {
             Err(e) => return Err(Error::Protocol(e)),
         }
         Ok(Process::new(spawned.pid.as_raw(), spawned.pidfd, pty))
+    }
+
+    fn update(&mut self, id: &str, resources: &LinuxResources) -> Result<()> {
+        self.cgroup_of(id, "update")?.apply(resources)
+    }
+
+    fn stats(&mut self, id: &str) -> Result<CgroupStats> {
+        self.cgroup_of(id, "read stats")?.stats()
     }
 }

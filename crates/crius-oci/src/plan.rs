@@ -47,25 +47,11 @@ fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
     }
 }
 
-fn open_ns(path: &Path) -> Result<OwnedFd> {
-    File::open(path)
-        .map(OwnedFd::from)
-        .map_err(|e| Error::InvalidSpec(format!("namespace {}: {e}", path.display())))
-}
-
-/// Builds the plan for a container init.
-pub(crate) fn for_container(
-    spec: &Spec,
-    bundle: &Path,
-    rootfs: &Path,
-    stdio: Stdio,
-    held: &mut HeldFds,
-) -> Result<InitPlan> {
-    let linux = spec.linux().clone().unwrap_or_default();
+/// Namespaces to join and create; also whether a cgroup namespace is new (the init
+/// creates it) and whether the container has a UTS namespace (hostname allowed).
+fn namespace_plan(linux: &oci_spec::runtime::Linux) -> Result<(NamespacePlan, bool, bool)> {
     let mut namespaces = NamespacePlan::default();
-    let mut new_cgroup_ns = false;
-    let mut has_mount_ns = false;
-    let mut has_uts = false;
+    let (mut new_cgroup_ns, mut has_mount_ns, mut has_uts) = (false, false, false);
     for ns in linux.namespaces().iter().flatten() {
         let flag = ns_flag(ns.typ());
         has_mount_ns |= flag == CloneFlags::CLONE_NEWNS;
@@ -86,6 +72,25 @@ pub(crate) fn for_container(
             "a new user namespace needs uidMappings and gidMappings".into(),
         ));
     }
+    Ok((namespaces, new_cgroup_ns, has_uts))
+}
+
+fn open_ns(path: &Path) -> Result<OwnedFd> {
+    File::open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::InvalidSpec(format!("namespace {}: {e}", path.display())))
+}
+
+/// Builds the plan for a container init.
+pub(crate) fn for_container(
+    spec: &Spec,
+    bundle: &Path,
+    rootfs: &Path,
+    stdio: Stdio,
+    held: &mut HeldFds,
+) -> Result<InitPlan> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let (namespaces, new_cgroup_ns, has_uts) = namespace_plan(&linux)?;
     let rootfs_plan = rootfs_plan(spec, bundle, rootfs)?;
     let process_spec = spec
         .process()
@@ -177,69 +182,24 @@ pub(crate) fn for_exec(
 fn rootfs_plan(spec: &Spec, bundle: &Path, rootfs: &Path) -> Result<RootfsPlan> {
     let linux = spec.linux().clone().unwrap_or_default();
     let host_v1 = cgroup_v1_hierarchies();
-    let mut mounts = Vec::new();
-    for m in spec.mounts().iter().flatten() {
-        if !m.destination().is_absolute() {
-            return Err(Error::InvalidSpec(format!(
-                "mount destination {} is not absolute",
-                m.destination().display()
-            )));
-        }
-        let (mut flags, propagation, data) = parse_options(m.options().as_deref().unwrap_or(&[]));
-        let mut fstype = m.typ().clone().filter(|t| t != "bind" && t != "none");
-        if m.typ().as_deref() == Some("bind") {
-            flags |= MsFlags::MS_BIND;
-        }
-        if fstype.as_deref() == Some("cgroup") && host_v1.is_empty() {
-            fstype = Some("cgroup2".into());
-        }
-        let source = m.source().as_ref().map(|s| {
-            if s.is_relative() && flags.contains(MsFlags::MS_BIND) {
-                bundle.join(s)
-            } else {
-                s.clone()
-            }
-        });
-        if flags.contains(MsFlags::MS_BIND) {
-            match &source {
-                Some(s) if s.exists() => {}
-                Some(s) => {
-                    return Err(Error::InvalidSpec(format!(
-                        "bind source {} does not exist",
-                        s.display()
-                    )))
-                }
-                None => {
-                    return Err(Error::InvalidSpec(format!(
-                        "bind mount {} has no source",
-                        m.destination().display()
-                    )))
-                }
-            }
-        }
-        let idmapped = idmapped_tree(m, flags, source.as_deref())?;
-        mounts.push(MountPlan {
-            fstype,
-            source,
-            dest: m.destination().clone(),
-            flags,
-            propagation,
-            data,
-            idmapped,
-        });
-    }
+    let mounts = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .map(|m| mount_plan(m, bundle, host_v1.is_empty()))
+        .collect::<Result<Vec<_>>>()?;
     let mut devices: Vec<DevicePlan> = DEFAULT_DEVICES
         .iter()
         .map(|d| DevicePlan {
-            path: PathBuf::from(format!("/dev/{d}")),
-            host: PathBuf::from(format!("/dev/{d}")),
+            path: format!("/dev/{d}").into(),
+            host: format!("/dev/{d}").into(),
         })
         .collect();
     for d in linux.devices().iter().flatten() {
         if !d.path().exists() {
+            let path = d.path().display();
             return Err(Error::InvalidSpec(format!(
-                "device {} does not exist on the host",
-                d.path().display()
+                "device {path} does not exist on the host"
             )));
         }
         devices.push(DevicePlan {
@@ -262,6 +222,61 @@ fn rootfs_plan(spec: &Spec, bundle: &Path, rootfs: &Path) -> Result<RootfsPlan> 
         mounts,
         devices,
         cgroup_v1: host_v1,
+    })
+}
+
+/// One spec mount: options parsed, bind sources resolved against the bundle and checked,
+/// `cgroup` turned into `cgroup2` on a v2-only host, id-mapped trees prepared.
+fn mount_plan(m: &oci_spec::runtime::Mount, bundle: &Path, v2_only: bool) -> Result<MountPlan> {
+    let dest = m.destination();
+    if !dest.is_absolute() {
+        return Err(Error::InvalidSpec(format!(
+            "mount destination {} is not absolute",
+            dest.display()
+        )));
+    }
+    let (mut flags, propagation, data) = parse_options(m.options().as_deref().unwrap_or(&[]));
+    let mut fstype = m.typ().clone().filter(|t| t != "bind" && t != "none");
+    if m.typ().as_deref() == Some("bind") {
+        flags |= MsFlags::MS_BIND;
+    }
+    if fstype.as_deref() == Some("cgroup") && v2_only {
+        fstype = Some("cgroup2".into());
+    }
+    let bind = flags.contains(MsFlags::MS_BIND);
+    let source = m.source().as_ref().map(|s| {
+        if s.is_relative() && bind {
+            bundle.join(s)
+        } else {
+            s.clone()
+        }
+    });
+    if bind {
+        match &source {
+            Some(s) if s.exists() => {}
+            Some(s) => {
+                return Err(Error::InvalidSpec(format!(
+                    "bind source {} does not exist",
+                    s.display()
+                )))
+            }
+            None => {
+                return Err(Error::InvalidSpec(format!(
+                    "bind mount {} has no source",
+                    dest.display()
+                )))
+            }
+        }
+    }
+    let idmapped = idmapped_tree(m, flags, source.as_deref())?;
+    Ok(MountPlan {
+        fstype,
+        source,
+        dest: dest.clone(),
+        flags,
+        propagation,
+        data,
+        idmapped,
     })
 }
 
@@ -372,16 +387,7 @@ fn process_plan(
             p.cwd().display()
         )));
     }
-    let caps = match p.capabilities() {
-        Some(c) => CapsPlan {
-            bounding: caps_set(c.bounding())?,
-            effective: caps_set(c.effective())?,
-            inheritable: caps_set(c.inheritable())?,
-            permitted: caps_set(c.permitted())?,
-            ambient: caps_set(c.ambient())?,
-        },
-        None => CapsPlan::default(),
-    };
+    let caps = caps_plan(p)?;
     let linux = spec.linux().clone().unwrap_or_default();
     let seccomp = match linux.seccomp() {
         Some(s) => crate::seccomp::compile(s)?,
@@ -393,25 +399,7 @@ fn process_plan(
         .flatten()
         .map(|r| Ok((rlimit(r.typ())?, r.soft(), r.hard())))
         .collect::<Result<_>>()?;
-    let apparmor = p.apparmor_profile().clone().filter(|s| !s.is_empty());
-    if let Some(profile) = &apparmor {
-        let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-            .map(|s| s.trim() == "Y")
-            .unwrap_or(false);
-        if !enabled {
-            return Err(Error::Unavailable(format!(
-                "apparmor profile {profile} requested but AppArmor is not enabled on this host"
-            )));
-        }
-    }
-    let selinux = p.selinux_label().clone().filter(|s| !s.is_empty());
-    if let Some(label) = &selinux {
-        if !Path::new("/sys/fs/selinux/enforce").exists() {
-            return Err(Error::Unavailable(format!(
-                "selinux label {label} requested but SELinux is not enabled on this host"
-            )));
-        }
-    }
+    let (apparmor, selinux) = lsm_labels(p)?;
     let stdio_plan = stdio_plan(p, stdio.stdin, stdio.stdout, stdio.stderr, held)?;
     let extra_fds: Vec<RawFd> = stdio.extra_fds.iter().map(AsRawFd::as_raw_fd).collect();
     held.fds.extend(stdio.extra_fds);
@@ -434,6 +422,44 @@ fn process_plan(
         stdio: stdio_plan,
         extra_fds,
     })
+}
+
+fn caps_plan(p: &ProcessSpec) -> Result<CapsPlan> {
+    let Some(c) = p.capabilities() else {
+        return Ok(CapsPlan::default());
+    };
+    Ok(CapsPlan {
+        bounding: caps_set(c.bounding())?,
+        effective: caps_set(c.effective())?,
+        inheritable: caps_set(c.inheritable())?,
+        permitted: caps_set(c.permitted())?,
+        ambient: caps_set(c.ambient())?,
+    })
+}
+
+/// The AppArmor profile and SELinux label to apply; asking for one the host does not
+/// run is a clear `Unavailable` error rather than a silent no-op.
+fn lsm_labels(p: &ProcessSpec) -> Result<(Option<String>, Option<String>)> {
+    let apparmor = p.apparmor_profile().clone().filter(|s| !s.is_empty());
+    if let Some(profile) = &apparmor {
+        let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .map(|s| s.trim() == "Y")
+            .unwrap_or(false);
+        if !enabled {
+            return Err(Error::Unavailable(format!(
+                "apparmor profile {profile} requested but AppArmor is not enabled on this host"
+            )));
+        }
+    }
+    let selinux = p.selinux_label().clone().filter(|s| !s.is_empty());
+    if let Some(label) = &selinux {
+        if !Path::new("/sys/fs/selinux/enforce").exists() {
+            return Err(Error::Unavailable(format!(
+                "selinux label {label} requested but SELinux is not enabled on this host"
+            )));
+        }
+    }
+    Ok((apparmor, selinux))
 }
 
 fn stdio_plan(

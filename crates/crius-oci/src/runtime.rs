@@ -5,7 +5,9 @@ use std::path::Path;
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-use oci_spec::runtime::{Process as ProcessSpec, Spec};
+use oci_spec::runtime::{LinuxResources, Process as ProcessSpec, Spec};
+
+use crate::cgroup::CgroupStats;
 
 use crate::error::{Error, Result};
 
@@ -136,6 +138,13 @@ pub trait OciRuntime: std::fmt::Debug {
 
     /// Runs `process` inside the running container `id`.
     fn exec(&mut self, id: &str, process: &ProcessSpec, stdio: Stdio) -> Result<Process>;
+
+    /// Applies new resource limits to a created or running container, live
+    /// (CRI UpdateContainerResources). A container without a cgroup → FailedPrecondition.
+    fn update(&mut self, id: &str, resources: &LinuxResources) -> Result<()>;
+
+    /// The container's cgroup usage (CRI ContainerStats).
+    fn stats(&mut self, id: &str) -> Result<CgroupStats>;
 }
 
 /// Checks a container id: non-empty, at most 1024 bytes, `[A-Za-z0-9_.-]` and not

@@ -187,8 +187,15 @@ pub fn conformance_suite(rt: &mut dyn OciRuntime, tag: &str) {
 pub fn lifecycle_suite(rt: &mut dyn OciRuntime, tag: &str) {
     use crius_oci::{ErrorKind, Status};
     let bundle = Bundle::new();
-    let spec = bundle.spec(&["/bin/sleep", "30"]);
+    let mut spec = bundle.spec(&["/bin/sleep", "30"]);
     let ctr = id(&format!("{tag}-life"));
+    let cgroup = format!("crius-oci-test-{ctr}");
+    let linux = spec.linux_mut().as_mut().unwrap();
+    linux.set_cgroups_path(Some(format!("/{cgroup}").into()));
+    let pids = |limit: i64| -> oci_spec::runtime::LinuxResources {
+        serde_json::from_value(serde_json::json!({"pids": {"limit": limit}})).unwrap()
+    };
+    linux.set_resources(Some(pids(100)));
     let init = rt
         .create(&ctr, bundle.path(), &spec, Stdio::default())
         .unwrap();
@@ -208,6 +215,15 @@ pub fn lifecycle_suite(rt: &mut dyn OciRuntime, tag: &str) {
         rt.delete(&ctr, false).unwrap_err().kind(),
         ErrorKind::FailedPrecondition
     );
+
+    // live update and stats
+    rt.update(&ctr, &pids(50)).unwrap();
+    let pids_max = format!("/sys/fs/cgroup/pids/{cgroup}/pids.max");
+    if Path::new(&pids_max).exists() {
+        assert_eq!(std::fs::read_to_string(&pids_max).unwrap().trim(), "50");
+    }
+    let stats = rt.stats(&ctr).unwrap();
+    assert!(stats.pids >= 1, "{stats:?}");
 
     let mut process = spec.process().clone().unwrap();
     process.set_args(Some(vec!["/bin/hostname".into()]));
