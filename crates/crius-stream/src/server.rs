@@ -19,6 +19,9 @@ use crate::session::Command;
 use crate::token::{Pending, TokenRegistry};
 use crate::{spdy, ws, Error, Result};
 
+/// How long a client may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Settings of a [`StreamServer`].
 #[derive(Debug, Clone)]
 pub struct StreamServerConfig {
@@ -198,6 +201,8 @@ async fn accept_loop(
                 async move { Ok::<_, std::convert::Infallible>(route(shared, req)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), svc)
                 .with_upgrades();
             if let Err(e) = conn.await {

@@ -21,6 +21,9 @@ const CHUNK: usize = 32 * 1024;
 /// Largest resize message buffered while waiting for its end.
 const MAX_RESIZE_BUFFER: usize = 4096;
 
+/// How long forwarded connections may drain after their client went away.
+pub(crate) const GONE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the session runs.
 #[derive(Debug, Clone)]
 pub(crate) enum Command {
@@ -50,11 +53,14 @@ pub(crate) struct Channels {
 
 /// Runs the command against the backend, copying the channels, then writes
 /// the status (Status JSON when `json_status`, else plain text on failure).
+/// When `gone` completes first (the client's connection ended) the backend
+/// future is dropped: there is nobody left to report to.
 pub(crate) async fn run(
     backend: Arc<dyn StreamBackend>,
     cmd: Command,
     ch: Channels,
     json_status: bool,
+    gone: impl std::future::Future<Output = ()> + Send,
 ) {
     let mut pumps: Vec<JoinHandle<()>> = Vec::new();
     let mut streams = Streams::default();
@@ -79,16 +85,29 @@ pub(crate) async fn run(
         pumps.push(tokio::spawn(pump_resize(rx, tx)));
         streams.resize = Some(sizes);
     }
-    let status = match cmd {
-        Command::Exec(req) => match backend.exec(req, streams).await {
-            Ok(0) => status::success(),
-            Ok(code) => status::exit_code(code),
-            Err(e) => status::failure(&e),
-        },
-        Command::Attach(req) => match backend.attach(req, streams).await {
-            Ok(()) => status::success(),
-            Err(e) => status::failure(&e),
-        },
+    let work = async {
+        match cmd {
+            Command::Exec(req) => match backend.exec(req, streams).await {
+                Ok(0) => status::success(),
+                Ok(code) => status::exit_code(code),
+                Err(e) => status::failure(&e),
+            },
+            Command::Attach(req) => match backend.attach(req, streams).await {
+                Ok(()) => status::success(),
+                Err(e) => status::failure(&e),
+            },
+        }
+    };
+    let status = tokio::select! {
+        biased;
+        s = work => s,
+        () = gone => {
+            tracing::debug!("stream client went away; session cancelled");
+            for p in pumps.into_iter().chain(out_pumps) {
+                p.abort();
+            }
+            return;
+        }
     };
     // Output drains once the backend dropped its writers.
     for p in out_pumps {

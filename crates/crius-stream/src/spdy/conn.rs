@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::frame::{self, Frame};
@@ -27,6 +27,8 @@ const INITIAL_WINDOW: i64 = 64 * 1024;
 const STREAM_BUFFER: usize = 1 << 20;
 /// Largest frame accepted from the peer.
 const MAX_FRAME: usize = frame::MAX_FRAME_LEN;
+/// Client streams open at once (not yet half-closed by the client).
+const MAX_OPEN_STREAMS: usize = 256;
 /// Largest DATA payload we send in one frame.
 const MAX_DATA_CHUNK: usize = 32 * 1024;
 
@@ -224,9 +226,18 @@ pub(crate) struct Session {
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
     last_stream: Arc<Mutex<u32>>,
+    ended: watch::Receiver<bool>,
 }
 
 impl Session {
+    /// Completes when the client's side of the connection has ended.
+    pub(crate) fn gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut ended = self.ended.clone();
+        async move {
+            let _ = ended.wait_for(|e| *e).await;
+        }
+    }
+
     /// Starts the session tasks; client streams arrive on the receiver.
     pub(crate) fn start<IO>(io: IO) -> (Session, mpsc::Receiver<Incoming>)
     where
@@ -243,6 +254,7 @@ impl Session {
             notify: Notify::new(),
         });
         let last_stream = Arc::new(Mutex::new(0));
+        let (ended_tx, ended) = watch::channel(false);
         let writer = tokio::spawn(write_loop(wr, rx));
         let r = ReaderTask {
             io: rd,
@@ -253,6 +265,7 @@ impl Session {
             flow: flow.clone(),
             streams: HashMap::new(),
             last_stream: last_stream.clone(),
+            ended: ended_tx,
         };
         let reader = tokio::spawn(r.run());
         let s = Session {
@@ -261,6 +274,7 @@ impl Session {
             reader,
             writer,
             last_stream,
+            ended,
         };
         (s, accept_rx)
     }
@@ -324,6 +338,7 @@ struct ReaderTask<R> {
     flow: Arc<Flow>,
     streams: HashMap<u32, StreamIn>,
     last_stream: Arc<Mutex<u32>>,
+    ended: watch::Sender<bool>,
 }
 
 impl<R: AsyncRead> ReaderTask<R> {
@@ -348,7 +363,9 @@ impl<R: AsyncRead> ReaderTask<R> {
                 break;
             }
         }
+        self.streams.clear();
         self.flow.close();
+        let _ = self.ended.send(true);
     }
 
     async fn go_away(&mut self, status: u32) {
@@ -436,16 +453,20 @@ impl<R: AsyncRead> ReaderTask<R> {
             self.rst(id, frame::RST_PROTOCOL_ERROR).await;
             return true;
         }
+        if self.streams.len() >= MAX_OPEN_STREAMS {
+            self.rst(id, frame::RST_REFUSED_STREAM).await;
+            return true;
+        }
         let (dtx, drx) = mpsc::unbounded_channel();
         let budget = Arc::new(Semaphore::new(STREAM_BUFFER));
         let fin = flags & frame::FLAG_FIN != 0;
-        self.streams.insert(
-            id,
-            StreamIn {
-                tx: (!fin).then_some(dtx),
+        if !fin {
+            let s = StreamIn {
+                tx: Some(dtx),
                 budget: budget.clone(),
-            },
-        );
+            };
+            self.streams.insert(id, s);
+        }
         let _ = self.tx.send(Out::SynReply(id)).await;
         let incoming = Incoming {
             id,
@@ -493,7 +514,7 @@ impl<R: AsyncRead> ReaderTask<R> {
             }
         }
         if fin {
-            s.tx = None;
+            self.streams.remove(&id);
         }
     }
 }

@@ -132,7 +132,14 @@ pub(crate) async fn serve_exec<IO>(
             }
         }
     }
-    session::run(backend, cmd, ch, protocol == "v4.channel.k8s.io").await;
+    session::run(
+        backend,
+        cmd,
+        ch,
+        protocol == "v4.channel.k8s.io",
+        sess.gone(),
+    )
+    .await;
     for t in outs {
         let _ = t.await;
     }
@@ -191,8 +198,18 @@ pub(crate) async fn serve_port_forward<IO>(
             }
         }
     }
-    for t in running {
-        let _ = t.await;
+    // The client is gone: give forwarded connections a moment to drain.
+    let aborts: Vec<_> = running.iter().map(JoinHandle::abort_handle).collect();
+    let all = async {
+        for t in running {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(crate::session::GONE_GRACE, all)
+        .await
+        .is_err()
+    {
+        aborts.iter().for_each(tokio::task::AbortHandle::abort);
     }
     sess.close(Duration::ZERO).await;
 }

@@ -157,7 +157,7 @@ pub(crate) async fn serve_exec<IO>(
         }
     }
     let v5 = protocol.starts_with("v5.");
-    let reader = tokio::spawn(read_exec(
+    let mut reader = tokio::spawn(read_exec(
         Reader::new(rd, wtx.clone()),
         codec,
         v5,
@@ -165,7 +165,10 @@ pub(crate) async fn serve_exec<IO>(
         resize_tx,
     ));
     let json_status = protocol.starts_with("v4.") || v5;
-    session::run(backend, cmd, ch, json_status).await;
+    let gone = async {
+        let _ = (&mut reader).await;
+    };
+    session::run(backend, cmd, ch, json_status, gone).await;
     for t in outs {
         let _ = t.await;
     }
@@ -245,13 +248,24 @@ pub(crate) async fn serve_port_forward<IO>(
         }));
         tasks.push(tokio::spawn(copy_out(ours_r, data_ch, codec, w2)));
     }
-    let reader = tokio::spawn(read_port_forward(
+    let mut reader = tokio::spawn(read_port_forward(
         Reader::new(rd, wtx.clone()),
         codec,
         inputs,
     ));
-    for t in tasks {
-        let _ = t.await;
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let all = async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    };
+    let gone = async {
+        let _ = (&mut reader).await;
+        tokio::time::sleep(crate::session::GONE_GRACE).await;
+    };
+    tokio::select! {
+        () = all => {}
+        () = gone => aborts.iter().for_each(tokio::task::AbortHandle::abort),
     }
     let _ = wtx.send(close_frame()).await;
     drop(wtx);

@@ -13,10 +13,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Exec commands: `cat`, `exit N` (prints to stdout and stderr), `resize`
-/// (prints the first size), `fail` (backend error), `echo ARGS...`.
+/// (prints the first size), `sleep` (forever), `fail` (backend error),
+/// `echo ARGS...`.
 #[derive(Debug, Default)]
 pub struct FakeBackend {
     pub forwarded: Mutex<Vec<(String, u16)>>,
+    /// Execs of `sleep` that were cancelled (their future dropped).
+    pub cancelled: std::sync::atomic::AtomicUsize,
+}
+
+struct CancelGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl StreamBackend for FakeBackend {
@@ -45,6 +56,11 @@ impl StreamBackend for FakeBackend {
                     let o = s.stdout.as_mut().unwrap();
                     o.write_all(format!("{}x{}\n", size.width, size.height).as_bytes())
                         .await?;
+                    Ok(0)
+                }
+                "sleep" => {
+                    let _guard = CancelGuard(&self.cancelled);
+                    std::future::pending::<()>().await;
                     Ok(0)
                 }
                 "fail" => Err(Error::backend(

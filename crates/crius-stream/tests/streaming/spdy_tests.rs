@@ -226,3 +226,50 @@ async fn spdy_port_forward_copies_24_mib_intact_without_flow_control() {
 async fn spdy_port_forward_copies_24_mib_intact_with_flow_control() {
     large_copy(true).await;
 }
+
+#[tokio::test]
+async fn spdy_client_disconnect_cancels_the_backend() {
+    let (srv, backend) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["sleep"], false, false, false))
+        .unwrap();
+    let mut c = SpdyClient::connect(&url, &[V4], false).await.unwrap();
+    let _s = exec_streams(&mut c, &["error", "stdout"]).await;
+    c.go_away().await;
+    for _ in 0..100 {
+        if backend.cancelled.load(std::sync::atomic::Ordering::SeqCst) == 1 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("backend was not cancelled");
+}
+
+#[tokio::test]
+async fn spdy_bad_frame_version_closes_the_session() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (srv, _) = server().await;
+    let url = srv.issue_port_forward("pod1", &[]).unwrap();
+    let (status, _, _, mut tcp) = http_request(
+        &url,
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "portforward.k8s.io"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 101);
+    // A PING claiming SPDY version 2.
+    tcp.write_all(&[0x80, 0x02, 0x00, 0x06, 0, 0, 0, 4, 0, 0, 0, 1])
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut got));
+    read.await.unwrap().unwrap();
+    // The server said GOAWAY (type 7) before closing.
+    assert!(
+        got.windows(4).any(|w| w == [0x80, 0x03, 0x00, 0x07]),
+        "{got:?}"
+    );
+}

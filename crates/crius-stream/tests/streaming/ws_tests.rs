@@ -197,3 +197,110 @@ async fn invalid_requests_are_refused_at_issue() {
     assert!(srv.issue_exec(r).is_err());
     assert!(srv.issue_exec(exec_req(&[], false, true, false)).is_err());
 }
+
+async fn wait_cancelled(b: &FakeBackend) {
+    for _ in 0..100 {
+        if b.cancelled.load(std::sync::atomic::Ordering::SeqCst) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("backend was not cancelled after the client left");
+}
+
+#[tokio::test]
+async fn ws_client_disconnect_cancels_the_backend() {
+    let (srv, backend) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["sleep"], false, false, false))
+        .unwrap();
+    let c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
+    drop(c);
+    wait_cancelled(&backend).await;
+}
+
+#[tokio::test]
+async fn ws_garbage_frame_ends_the_session() {
+    let (srv, backend) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["sleep"], false, true, false))
+        .unwrap();
+    let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
+    // Unmasked, reserved bits set: a protocol error.
+    use tokio::io::AsyncWriteExt;
+    c.tcp.write_all(&[0xf2, 0x05, 1, 2, 3, 4, 5]).await.unwrap();
+    wait_cancelled(&backend).await;
+    // The server closes the connection.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(f) = c.recv().await {
+            if f.opcode == crius_stream::ws::frame::OP_CLOSE {
+                break;
+            }
+        }
+    });
+    end.await.unwrap();
+}
+
+#[tokio::test]
+async fn ws_port_forward_two_ports_and_20_mib_intact() {
+    use crius_stream::ws::frame;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (srv, _) = server().await;
+    let (p1, p2) = (echo_server().await, echo_server().await);
+    let url = srv.issue_port_forward("pod1", &[p1, p2]).unwrap();
+    let c = WsClient::connect(&url, "v4.channel.k8s.io").await.unwrap();
+    let WsClient { tcp, buf, .. } = c;
+    let (mut r, mut w) = tcp.into_split();
+    const SIZE: usize = 20 << 20;
+    let data: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        let mut out = Vec::new();
+        frame::encode(
+            &mut out,
+            true,
+            frame::OP_BINARY,
+            b"\x02second port",
+            Some([1, 2, 3, 4]),
+        );
+        w.write_all(&out).await.unwrap();
+        for chunk in sent.chunks(60_000) {
+            let mut p = vec![0u8];
+            p.extend_from_slice(chunk);
+            out.clear();
+            frame::encode(&mut out, true, frame::OP_BINARY, &p, Some([5, 6, 7, 8]));
+            w.write_all(&out).await.unwrap();
+        }
+        w
+    });
+    let mut pending = buf;
+    let mut per_channel: std::collections::HashMap<u8, Vec<u8>> = Default::default();
+    let mut firsts = 0;
+    while per_channel.get(&0).map_or(0, Vec::len) < SIZE
+        || per_channel.get(&2).map_or(0, Vec::len) < 11
+    {
+        match frame::parse(&pending, 1 << 24, false).unwrap() {
+            Some((f, used)) => {
+                pending.drain(..used);
+                let (ch, d) = f.payload.split_first().unwrap();
+                if firsts < 4 {
+                    // Port prefixes: channels 0..=3, ports p1, p1, p2, p2.
+                    let want = if *ch < 2 { p1 } else { p2 };
+                    assert_eq!(d, want.to_le_bytes());
+                    firsts += 1;
+                    continue;
+                }
+                per_channel.entry(*ch).or_default().extend_from_slice(d);
+            }
+            None => {
+                let mut chunk = vec![0u8; 1 << 16];
+                let n = r.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "server closed early");
+                pending.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    let _ = writer.await.unwrap();
+    assert_eq!(per_channel[&2], b"second port");
+    assert!(per_channel[&0] == data, "20 MiB payload corrupted");
+}
