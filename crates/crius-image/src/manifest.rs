@@ -240,3 +240,24 @@ mod tests {
         assert!(parse_document(b"not json", "").is_err());
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    #[test]
+    fn truncated_and_mutated_documents_never_panic() {
+        let doc = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"sha256:{}","size":2}},"layers":[]}}"#,
+            "a".repeat(64)
+        );
+        assert!(parse_document(doc.as_bytes(), "").is_ok());
+        for cut in 0..doc.len() {
+            let _ = parse_document(&doc.as_bytes()[..cut], "");
+            let mut m = doc.clone().into_bytes();
+            m[cut] = b'"';
+            let _ = parse_document(&m, "");
+            let _ = parse_config(&m);
+        }
+    }
+}

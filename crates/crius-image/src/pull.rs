@@ -414,17 +414,29 @@ impl Unpacker {
                 },
                 ingest,
             };
-            let got = unpack_layer(&mut tee, compression, &dest, opts)?;
+            let got = unpack_layer(&mut tee, compression, &dest, opts);
+            // The blob digest first: a registry sending other bytes is the root cause.
+            tee.ingest.verify()?;
+            let got = got?;
             check_diff(&want, &got.diff_id)?;
             tee.ingest.commit()?;
             Ok::<_, Error>(got.size)
         });
         let (mut done, total, mut next_log) = (0u64, d.size, d.size / 4);
         let loud = d.size >= self.config.progress_min_bytes;
+        let mut stream_err = None;
         while let Some(chunk) = s.next().await {
-            let chunk = chunk.map_err(|e| io::Error::other(e.to_string()));
-            done += chunk.as_ref().map_or(0, |c| c.len() as u64);
-            if tx.send(chunk).await.is_err() {
+            // oci-client's own digest check fails the last chunk; ours (in the ingest)
+            // reports it with both digests, so stop feeding and let the worker decide.
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    stream_err = Some(e.to_string());
+                    break;
+                }
+            };
+            done += chunk.len() as u64;
+            if tx.send(Ok(chunk)).await.is_err() {
                 break; // the worker stopped early; its error is reported below
             }
             if loud && done >= next_log {
@@ -433,8 +445,23 @@ impl Unpacker {
             }
         }
         drop(tx);
-        let size = worker.await.map_err(|e| Error::Task(e.to_string()))??;
-        Ok((size, done))
+        let result = worker.await.map_err(|e| Error::Task(e.to_string()))?;
+        match (result, stream_err) {
+            (Ok(size), None) => Ok((size, done)),
+            (
+                Err(
+                    e @ (Error::DigestMismatch { .. }
+                    | Error::SizeMismatch { .. }
+                    | Error::HostileLayer { .. }),
+                ),
+                _,
+            ) => Err(e),
+            (Err(e), None) => Err(e),
+            (_, Some(reason)) => Err(Error::Registry {
+                reference: shown,
+                reason,
+            }),
+        }
     }
 }
 

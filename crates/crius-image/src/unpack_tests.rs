@@ -346,3 +346,56 @@ fn media_types_map_to_compression() {
     );
     assert!(Compression::from_media_type("application/x-foo").is_err());
 }
+
+/// A tiny deterministic generator: no dependency for "random" bytes.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x & 0xff) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn garbage_and_mutated_layers_error_without_panicking_or_escaping() {
+    if !crius_testkit::require_root(
+        "garbage_and_mutated_layers_error_without_panicking_or_escaping",
+    ) {
+        return;
+    }
+    let s = Sandbox::new();
+    let before = fingerprint(s.tmp.path(), &s.snap());
+    let base = raw_tar(&[
+        RawEntry::dir("d"),
+        RawEntry::file("d/f", b"data"),
+        RawEntry::symlink("l", "../x"),
+    ]);
+    for seed in 0..300u64 {
+        let mut input = base.clone();
+        for (i, b) in noise(seed, 8).iter().enumerate() {
+            let at = (noise(seed + 1000 + i as u64, 2)[0] as usize * 7 + i * 131) % input.len();
+            input[at] = *b;
+        }
+        let dest = s.snap().join(seed.to_string());
+        fs::create_dir(&dest).unwrap();
+        let _ = unpack_tar(input.as_slice(), &dest, UnpackOptions { real_root: true });
+        let _ = unpack_tar(
+            noise(seed, 2048).as_slice(),
+            &dest,
+            UnpackOptions { real_root: true },
+        );
+        let _ = unpack_layer(
+            noise(seed, 512).as_slice(),
+            Compression::Gzip,
+            &dest,
+            UnpackOptions { real_root: true },
+        );
+    }
+    assert_eq!(before, fingerprint(s.tmp.path(), &s.snap()));
+}

@@ -141,3 +141,36 @@ async fn fsck_finds_a_blob_corrupted_on_disk() {
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0].digest, digest);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_after_a_crash_mid_pull_drops_partial_state_and_garbage() {
+    if !crius_testkit::require_root("reopen_after_a_crash_mid_pull_drops_partial_state_and_garbage")
+    {
+        return;
+    }
+    use crius_image::content::ContentIngester;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let m = manager(dir.path());
+        // What a killed daemon leaves: a half-written ingest, a half-unpacked layer,
+        // and a verified blob no image references yet.
+        let mut w = m.content().ingest(None).unwrap();
+        w.write_all(b"partial").unwrap();
+        std::mem::forget(w);
+        let mounts = m.snapshotter().prepare("extract-1-2-abc", None).unwrap();
+        std::fs::write(mounts.upper_path().unwrap().join("half"), b"x").unwrap();
+        m.content().write_blob(b"orphan", None).unwrap();
+    }
+    let m = manager(dir.path());
+    assert!(m.snapshotter().list().unwrap().is_empty());
+    assert!(m.content().list().unwrap().is_empty());
+    let ingest = dir.path().join("images/content/ingest");
+    assert_eq!(std::fs::read_dir(ingest).unwrap().count(), 0);
+    let (archive, _) = docker_save_archive();
+    m.import(std::io::Cursor::new(archive)).await.unwrap();
+    assert!(m.container_fs_usage().unwrap().used.inodes == 0);
+    m.prepare_rootfs("c", "legacy:1").unwrap();
+    assert!(m.container_fs_usage().unwrap().used.inodes > 0);
+    assert!(m.fs_usage().unwrap().used.bytes > 1_000_000);
+}

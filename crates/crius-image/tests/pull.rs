@@ -449,3 +449,107 @@ async fn hostile_or_inconsistent_images_fail_cleanly_and_leave_no_snapshot() {
         &good.digest.parse().unwrap()
     ));
 }
+
+/// A registry that serves a manifest and config honestly but other bytes for the
+/// layer: real registries verify uploads, so this one is hand-written.
+fn lying_registry(
+    manifest: Vec<u8>,
+    config: (String, Vec<u8>),
+    layer: (String, Vec<u8>),
+) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let host = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok() && line != "\r\n" && !line.is_empty() {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (ctype, body) = if path.ends_with("/manifests/latest") {
+                (
+                    "application/vnd.oci.image.manifest.v1+json",
+                    manifest.clone(),
+                )
+            } else if path.ends_with(&config.0) {
+                ("application/octet-stream", config.1.clone())
+            } else if path.ends_with(&layer.0) {
+                ("application/octet-stream", layer.1.clone())
+            } else {
+                ("application/json", b"{}".to_vec())
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            if !request.starts_with("HEAD") {
+                let _ = stream.write_all(&body);
+            }
+        }
+    });
+    host
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_with_the_wrong_digest_is_rejected_and_never_visible() {
+    if !crius_testkit::require_root("blob_with_the_wrong_digest_is_rejected_and_never_visible") {
+        return;
+    }
+    let honest = LayerBuilder::new()
+        .file("f", b"honest", 0o644)
+        .build(Compression::Gzip);
+    let evil = LayerBuilder::new()
+        .file("f", b"evil!!", 0o644)
+        .build(Compression::Gzip);
+    let image = TestImage::oci(vec![honest.clone()], "amd64");
+    let host = lying_registry(
+        image.manifest.clone(),
+        (image.config_digest[7..].to_string(), image.config.clone()),
+        (honest.digest[7..].to_string(), evil.blob.clone()),
+    );
+    let mut config = ImageConfig::default();
+    config.registries.insert(
+        host.clone(),
+        RegistryConfig {
+            insecure: true,
+            mirrors: vec![],
+        },
+    );
+    let e = env_with(config);
+    let err = e
+        .manager
+        .pull(&format!("{host}/lie"), &PullAuth::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            crius_image::Error::DigestMismatch { .. } | crius_image::Error::SizeMismatch { .. }
+        ),
+        "{err}"
+    );
+    let content = e.manager.content();
+    assert!(!crius_image::content::ContentReader::contains(
+        content,
+        &honest.digest.parse().unwrap()
+    ));
+    assert!(!crius_image::content::ContentReader::contains(
+        content,
+        &evil.digest.parse().unwrap()
+    ));
+    assert!(e.manager.snapshotter().list().unwrap().is_empty());
+    let ingest = e.dir.path().join("images/content/ingest");
+    assert_eq!(
+        fs::read_dir(ingest).unwrap().count(),
+        0,
+        "no partial blob left behind"
+    );
+}

@@ -196,6 +196,38 @@ impl IngestWriter {
         self.written
     }
 
+    /// Checks size and digest of what was written so far against the expectation,
+    /// without committing. Returns the digest.
+    pub fn verify(&self) -> Result<Digest> {
+        let hasher = self.hasher.clone();
+        let actual = hasher
+            .ok_or_else(|| Error::Task("ingest already committed".into()))?
+            .finish();
+        self.check(&actual)?;
+        Ok(actual)
+    }
+
+    fn check(&self, actual: &Digest) -> Result<()> {
+        if let Some((expected, size)) = &self.expected {
+            if let Some(size) = size {
+                if *size != self.written {
+                    return Err(Error::SizeMismatch {
+                        digest: expected.to_string(),
+                        expected: *size,
+                        actual: self.written,
+                    });
+                }
+            }
+            if expected != actual {
+                return Err(Error::DigestMismatch {
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Verifies size and digest, fsyncs and makes the blob visible. Returns its digest.
     pub fn commit(mut self) -> Result<Digest> {
         let file = self
@@ -207,23 +239,7 @@ impl IngestWriter {
             .take()
             .ok_or_else(|| Error::Task("ingest committed twice".into()))?
             .finish();
-        if let Some((expected, size)) = &self.expected {
-            if let Some(size) = size {
-                if *size != self.written {
-                    return Err(Error::SizeMismatch {
-                        digest: expected.to_string(),
-                        expected: *size,
-                        actual: self.written,
-                    });
-                }
-            }
-            if *expected != actual {
-                return Err(Error::DigestMismatch {
-                    expected: expected.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
-        }
+        self.check(&actual)?;
         file.sync_all()
             .map_err(|e| Error::io("fsync", &self.path, e))?;
         drop(file);

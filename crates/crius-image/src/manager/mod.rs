@@ -46,6 +46,7 @@ pub struct ImageManager {
 
 /// Filesystem usage of the image store.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FsUsage {
     /// The directory measured.
     pub mountpoint: PathBuf,
@@ -55,7 +56,11 @@ pub struct FsUsage {
 
 impl ImageManager {
     /// Opens the image store under `root` (`content/`, `snapshots/`) with image records
-    /// in `records`. Drops extraction snapshots left by a crash.
+    /// in `records`. Drops ingests and extraction snapshots left by a crash (an
+    /// interrupted pull restarts from scratch), then collects garbage.
+    ///
+    /// One manager per root: two processes sharing a root would collect each other's
+    /// in-flight content.
     pub fn open(root: &Path, config: ImageConfig, records: Arc<dyn ImageRecords>) -> Result<Self> {
         config.validate()?;
         let content = LocalContentStore::open(&root.join("content"))?;
@@ -65,7 +70,7 @@ impl ImageManager {
                 snapshots.remove(&info.key)?;
             }
         }
-        Ok(Self {
+        let manager = Self {
             root: root.to_path_buf(),
             unpacker: Unpacker {
                 content,
@@ -78,7 +83,10 @@ impl ImageManager {
             leases: Arc::new(Leases::default()),
             pulls: KeyedLocks::default(),
             records_lock: Mutex::new(()),
-        })
+        };
+        let report = manager.gc()?;
+        tracing::debug!(?report, "start-up garbage collection");
+        Ok(manager)
     }
 
     /// The content store.
@@ -106,11 +114,28 @@ impl ImageManager {
         find(&self.records.list()?, reference)
     }
 
-    /// Usage of the image filesystem (content and snapshots).
+    /// Usage of the image filesystem (content and snapshots; containers' writable
+    /// layers included, as they live in the same directory).
     pub fn fs_usage(&self) -> Result<FsUsage> {
         Ok(FsUsage {
             mountpoint: self.root.clone(),
             used: disk_usage(&self.root)?,
+        })
+    }
+
+    /// Usage of the containers' writable layers alone (CRI `container_filesystems`).
+    pub fn container_fs_usage(&self) -> Result<FsUsage> {
+        let mut used = Usage::default();
+        for s in self.snapshotter().list()? {
+            if s.kind == SnapshotKind::Active && s.key.starts_with("container-") {
+                let u = disk_usage(&self.snapshotter().root().join(s.id.to_string()))?;
+                used.bytes += u.bytes;
+                used.inodes += u.inodes;
+            }
+        }
+        Ok(FsUsage {
+            mountpoint: self.snapshotter().root().to_path_buf(),
+            used,
         })
     }
 
