@@ -257,6 +257,7 @@ impl OciRuntime for BuiltinRuntime {
 
     fn kill(&mut self, id: &str, signal: Signal) -> Result<()> {
         let rec = self.record(id)?;
+        tracing::debug!(container_id = %id, %signal, "signal container init");
         match pidfd_send_signal(&rec.pidfd, signal) {
             Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
             Err(e) => Err(Error::sys(format!("signal {signal} to {id}"), e)),
@@ -299,6 +300,7 @@ impl OciRuntime for BuiltinRuntime {
             c.delete()?;
         }
         self.containers.remove(id);
+        tracing::debug!(container_id = %id, force, "container deleted");
         Ok(())
     }
 

@@ -83,6 +83,15 @@ impl Process {
 }
 
 /// Lifecycle status, as in the OCI runtime spec's `state`.
+///
+/// ```text
+///   create ──▶ Created ──start──▶ Running ──(process exits / kill)──▶ Stopped
+///                 │                  │                                  │
+///                 └──delete──────────┴──delete(force: kills first)──────┴──delete──▶ (gone)
+/// ```
+///
+/// `start` is allowed only from Created; `exec` only while Running; `delete` without
+/// force is refused while Running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// Created, waiting for `start`.

@@ -7,9 +7,11 @@
 //! filter and keeps the most restrictive answer, and for equal actions the most recently
 //! installed filter wins, so `clone3 -> ENOSYS` beats the default `EPERM`.
 //!
-//! Limits: x86_64 only (the syscall table is `seccomp/syscalls_x86_64.txt`); names
-//! unknown to the table are skipped, as libseccomp does for other architectures;
-//! `SCMP_ACT_NOTIFY` is refused.
+//! Limits: x86_64 only (the syscall table is `seccomp/syscalls_x86_64.txt`); the
+//! profile's `architectures` are not honoured: seccompiler's filter kills a process that
+//! makes a syscall through the i386 ABI (so 32-bit binaries do not run under a profile),
+//! and x32 syscall numbers match no rule (they get the default action); names unknown to the table are skipped, as libseccomp does; `flags` are
+//! ignored; `SCMP_ACT_NOTIFY` is refused; all conditions of one rule are ANDed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
