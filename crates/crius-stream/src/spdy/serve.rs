@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::conn::{Incoming, Session, StreamReader, StreamWriter};
 use super::header;
@@ -162,14 +163,28 @@ pub(crate) async fn serve_port_forward<IO>(
     io: IO,
     backend: Arc<dyn StreamBackend>,
     req: PortForwardRequest,
-    _timeout: Duration,
+    timeout: Duration,
 ) where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (sess, mut accept) = Session::start(io);
-    let mut pairs: HashMap<String, Pair> = HashMap::new();
-    let mut running = Vec::new();
-    while let Some(s) = accept.recv().await {
+    let mut pairs: HashMap<String, (Instant, Pair)> = HashMap::new();
+    let mut running: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        running.retain(|t| !t.is_finished());
+        let deadline = pairs.values().map(|(t, _)| *t + timeout).min();
+        let next = match deadline {
+            Some(d) => tokio::time::timeout_at(d, accept.recv()).await,
+            None => Ok(accept.recv().await),
+        };
+        let s = match next {
+            Ok(Some(s)) => s,
+            Ok(None) => break,
+            Err(_) => {
+                expire_pairs(&mut pairs, timeout).await;
+                continue;
+            }
+        };
         let kind = header::get(&s.headers, "streamtype")
             .unwrap_or("")
             .to_string();
@@ -179,7 +194,9 @@ pub(crate) async fn serve_port_forward<IO>(
             None if kind == "data" => s.id.saturating_sub(2).to_string(),
             None => s.id.to_string(),
         };
-        let pair = pairs.entry(request_id.clone()).or_default();
+        let (_, pair) = pairs
+            .entry(request_id.clone())
+            .or_insert_with(|| (Instant::now(), Pair::default()));
         match kind.as_str() {
             "data" if pair.data.is_none() => pair.data = Some(s),
             "error" if pair.error.is_none() => pair.error = Some(s),
@@ -189,10 +206,13 @@ pub(crate) async fn serve_port_forward<IO>(
             }
         }
         if pair.data.is_some() && pair.error.is_some() {
-            if let Some(Pair {
-                data: Some(d),
-                error: Some(e),
-            }) = pairs.remove(&request_id)
+            if let Some((
+                _,
+                Pair {
+                    data: Some(d),
+                    error: Some(e),
+                },
+            )) = pairs.remove(&request_id)
             {
                 running.push(tokio::spawn(forward(backend.clone(), req.clone(), d, e)));
             }
@@ -212,6 +232,24 @@ pub(crate) async fn serve_port_forward<IO>(
         aborts.iter().for_each(tokio::task::AbortHandle::abort);
     }
     sess.close(Duration::ZERO).await;
+}
+
+/// Resets the streams of pairs whose partner did not arrive in time.
+async fn expire_pairs(pairs: &mut HashMap<String, (Instant, Pair)>, timeout: Duration) {
+    let now = Instant::now();
+    let expired: Vec<String> = pairs
+        .iter()
+        .filter(|(_, (t, _))| *t + timeout <= now)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in expired {
+        if let Some((_, p)) = pairs.remove(&k) {
+            tracing::debug!(request_id = %k, "port-forward stream pair incomplete, resetting");
+            for s in [p.data, p.error].into_iter().flatten() {
+                s.writer.reset(super::frame::RST_CANCEL).await;
+            }
+        }
+    }
 }
 
 async fn forward(

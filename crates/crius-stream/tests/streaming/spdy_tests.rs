@@ -273,3 +273,42 @@ async fn spdy_bad_frame_version_closes_the_session() {
         "{got:?}"
     );
 }
+
+#[tokio::test]
+async fn spdy_port_forward_resets_a_pair_missing_its_partner() {
+    let cfg = crius_stream::StreamServerConfig {
+        stream_creation_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let (srv, _) = server_with(cfg).await;
+    let port = echo_server().await;
+    let url = srv.issue_port_forward("pod1", &[port]).unwrap();
+    let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"], false)
+        .await
+        .unwrap();
+    let p = port.to_string();
+    let mut lonely = c
+        .open(&[("streamType", "data"), ("port", &p), ("requestID", "9")])
+        .await;
+    let t = tokio::time::timeout(std::time::Duration::from_secs(5), lonely.read_all());
+    assert!(t.await.unwrap().is_empty());
+    // The session still serves complete pairs.
+    let (mut d, _e) = pf_pair(&mut c, port, "10").await;
+    d.send(b"still alive").await;
+    d.close().await;
+    assert_eq!(d.read_all().await, b"still alive");
+}
+
+#[tokio::test]
+async fn spdy_port_forward_refuses_a_port_not_issued() {
+    let (srv, backend) = server().await;
+    let url = srv.issue_port_forward("pod1", &[80]).unwrap();
+    let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"], false)
+        .await
+        .unwrap();
+    let (mut d, mut e) = pf_pair(&mut c, 81, "0").await;
+    let msg = String::from_utf8(e.read_all().await).unwrap();
+    assert!(msg.contains("refused"), "{msg}");
+    assert!(d.read_all().await.is_empty());
+    assert!(backend.forwarded.lock().unwrap().is_empty());
+}
