@@ -117,6 +117,7 @@ fn stage1(plan: &InitPlan, ch: &Channel) -> ! {
 }
 
 fn stage1_steps(plan: &InitPlan, ch: &Channel) -> Result<(), InitError> {
+    reset_signals();
     let _ = nix::sys::prctl::set_dumpable(false);
     enter_namespaces(plan, ch)?;
     let (pid, pidfd) = clone_sibling()
@@ -476,4 +477,50 @@ pub(crate) fn attach_tree(tree: &OwnedFd, target: &OwnedFd) -> nix::Result<()> {
         return Err(nix::Error::last());
     }
     Ok(())
+}
+
+/// The kernel's `struct sigaction` for rt_sigaction (not glibc's); we only pass all-zero
+/// values (SIG_DFL), which read the same whatever the per-architecture field order.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Puts every signal back to its default disposition and unblocks all signals, right
+/// after fork: the child must not run the caller's handlers, and execve(2) keeps ignored
+/// signals and the mask (Rust binaries ignore SIGPIPE, a monitor may block signals for
+/// signalfd). Raw rt_sigaction because glibc refuses its reserved real-time signals.
+pub(crate) fn reset_signals() {
+    let dfl = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction(sig, &dfl, NULL, 8): `dfl` is a live, initialised kernel
+        // sigaction with SIG_DFL (handler 0), so no handler address is ever installed; the
+        // old-action pointer is null; 8 is the kernel's sigset size. Invalid numbers fail
+        // harmlessly with EINVAL.
+        let _ = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::addr_of!(dfl),
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
 }

@@ -16,7 +16,8 @@ use nix::unistd::{chdir, execve, setgroups, setresgid, setresuid, Gid, Uid};
 use seccompiler::BpfProgram;
 
 use crate::clone::{
-    cloexec_from, dup_above, dup_onto, exit_now, install_seccomp, set_controlling_tty,
+    cloexec_from, dup_above, dup_onto, exit_now, install_seccomp, reset_signals,
+    set_controlling_tty,
 };
 use crate::error::InitError;
 use crate::message::{Channel, Message};
@@ -124,6 +125,7 @@ pub(crate) fn run(plan: &InitPlan, ch: &Channel) -> ! {
 }
 
 fn steps(plan: &InitPlan, ch: &Channel) -> Result<Infallible, InitError> {
+    reset_signals();
     let _ = nix::sys::prctl::set_dumpable(false);
     ch.expect(&Message::Continue)
         .map_err(|r| r.into_init_error())?;

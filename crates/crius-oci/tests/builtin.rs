@@ -42,3 +42,36 @@ fn builtin_runtime_passes_the_lifecycle_suite() {
     }
     common::lifecycle_suite(&mut BuiltinRuntime::new(), "builtin");
 }
+
+#[test]
+fn the_callers_ignored_and_blocked_signals_do_not_leak_into_the_container() {
+    if !crius_testkit::require_root(
+        "the_callers_ignored_and_blocked_signals_do_not_leak_into_the_container",
+    ) {
+        return;
+    }
+    // Block a signal in this thread (the one that forks); Rust already ignores SIGPIPE.
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGUSR1);
+    nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .unwrap();
+    let bundle = Bundle::new();
+    let spec = bundle.spec(&["/bin/cat", "/proc/self/status"]);
+    let out = run(
+        &mut BuiltinRuntime::new(),
+        &id("signals"),
+        bundle.path(),
+        &spec,
+    )
+    .unwrap();
+    assert_eq!(
+        common::status_field(&out.stdout, "SigBlk:"),
+        "0000000000000000",
+        "{out:?}"
+    );
+    assert_eq!(
+        common::status_field(&out.stdout, "SigIgn:"),
+        "0000000000000000",
+        "{out:?}"
+    );
+}
