@@ -161,6 +161,12 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Frame, usize)>, Frame
     if version != VERSION {
         return Err(FrameError::Version(version));
     }
+    let frame = parse_control(frame_type, flags, p)?;
+    Ok(Some((frame, used)))
+}
+
+/// Decodes the payload `p` of a control frame of `frame_type`.
+fn parse_control(frame_type: u16, flags: u8, p: &[u8]) -> Result<Frame, FrameError> {
     let bad = FrameError::Malformed(frame_type);
     let id = |at: usize| be32(p, at).map(|v| v & 0x7fff_ffff).ok_or(bad.clone());
     let frame = match frame_type {
@@ -226,7 +232,7 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Frame, usize)>, Frame
         },
         other => Frame::Unknown { frame_type: other },
     };
-    Ok(Some((frame, used)))
+    Ok(frame)
 }
 
 fn control(out: &mut Vec<u8>, frame_type: u16, flags: u8, payload: &[u8]) {

@@ -82,20 +82,47 @@ pub(crate) async fn serve_exec<IO>(
             wanted.push(name);
         }
     }
+    let Some(got) = wait_for_streams(&mut accept, &wanted, timeout).await else {
+        sess.close(Duration::ZERO).await;
+        return;
+    };
+    // Streams opened later are refused.
+    drop(accept);
+    let (ch, tasks, outs) = wire(got);
+    session::run(
+        backend,
+        cmd,
+        ch,
+        protocol == "v4.channel.k8s.io",
+        sess.gone(),
+    )
+    .await;
+    for t in outs {
+        let _ = t.await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    sess.close(CLOSE_GRACE).await;
+}
+
+/// Collects the client's streams by `streamType` until every wanted one is
+/// open; `None` on timeout or when the client goes away first.
+async fn wait_for_streams(
+    accept: &mut mpsc::Receiver<Incoming>,
+    wanted: &[&str],
+    timeout: Duration,
+) -> Option<HashMap<String, Incoming>> {
     let mut got: HashMap<String, Incoming> = HashMap::new();
     let deadline = tokio::time::Instant::now() + timeout;
     while wanted.iter().any(|w| !got.contains_key(*w)) {
-        let s = match tokio::time::timeout_at(deadline, accept.recv()).await {
-            Ok(Some(s)) => s,
-            Ok(None) | Err(_) => {
-                tracing::debug!(
-                    ?wanted,
-                    got = got.len(),
-                    "spdy exec client did not open its streams"
-                );
-                sess.close(Duration::ZERO).await;
-                return;
-            }
+        let Ok(Some(s)) = tokio::time::timeout_at(deadline, accept.recv()).await else {
+            tracing::debug!(
+                ?wanted,
+                got = got.len(),
+                "spdy exec client did not open its streams"
+            );
+            return None;
         };
         let kind = header::get(&s.headers, "streamtype")
             .unwrap_or("")
@@ -106,8 +133,12 @@ pub(crate) async fn serve_exec<IO>(
             s.writer.reset(super::frame::RST_PROTOCOL_ERROR).await;
         }
     }
-    // Streams opened later are refused.
-    drop(accept);
+    Some(got)
+}
+
+/// Connects each stream to its session channel; returns the channels, the
+/// input pump tasks and the output pump tasks.
+fn wire(got: HashMap<String, Incoming>) -> (Channels, Vec<JoinHandle<()>>, Vec<JoinHandle<()>>) {
     let mut ch = Channels::default();
     let mut tasks = Vec::new();
     let mut outs = Vec::new();
@@ -133,21 +164,7 @@ pub(crate) async fn serve_exec<IO>(
             }
         }
     }
-    session::run(
-        backend,
-        cmd,
-        ch,
-        protocol == "v4.channel.k8s.io",
-        sess.gone(),
-    )
-    .await;
-    for t in outs {
-        let _ = t.await;
-    }
-    for t in tasks {
-        t.abort();
-    }
-    sess.close(CLOSE_GRACE).await;
+    (ch, tasks, outs)
 }
 
 /// Data and error streams of one forwarded connection, paired by `requestID`.
