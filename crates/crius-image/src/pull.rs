@@ -125,10 +125,16 @@ impl Unpacker {
                     image.tag.clone().unwrap_or_default(),
                 ),
             };
+            // Credentials are for the registry; a mirror never sees them.
+            let auth = if ep.host == image.registry {
+                auth.clone()
+            } else {
+                RegistryAuth::Anonymous
+            };
             let fetcher = Fetcher {
                 client: client.clone(),
                 reference,
-                auth: auth.clone(),
+                auth,
             };
             match self.resolve(&fetcher, image, lease).await {
                 Ok((manifest, manifest_digest, top)) => {

@@ -553,3 +553,104 @@ async fn blob_with_the_wrong_digest_is_rejected_and_never_visible() {
         "no partial blob left behind"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_moves_to_the_newly_pulled_image_and_the_old_one_keeps_its_digest() {
+    if !crius_testkit::require_root(
+        "a_tag_moves_to_the_newly_pulled_image_and_the_old_one_keeps_its_digest",
+    ) {
+        return;
+    }
+    let registry = Registry::start().unwrap();
+    let e = env(&registry);
+    let reference = format!("{}/app:latest", registry.host());
+    let v1 = TestImage::oci(
+        vec![LayerBuilder::new()
+            .file("v", b"1", 0o644)
+            .build(Compression::Gzip)],
+        "amd64",
+    );
+    let v2 = TestImage::oci(
+        vec![LayerBuilder::new()
+            .file("v", b"2", 0o644)
+            .build(Compression::Gzip)],
+        "amd64",
+    );
+    v1.push(registry.host(), "app", "latest", None)
+        .await
+        .unwrap();
+    let first = e
+        .manager
+        .pull(&reference, &PullAuth::default())
+        .await
+        .unwrap()
+        .image;
+    v2.push(registry.host(), "app", "latest", None)
+        .await
+        .unwrap();
+    let second = e
+        .manager
+        .pull(&reference, &PullAuth::default())
+        .await
+        .unwrap()
+        .image;
+    assert_ne!(first.id, second.id);
+    assert_eq!(e.manager.status(&reference).unwrap().unwrap().id, second.id);
+    let old = e.manager.status(&first.id.to_string()).unwrap().unwrap();
+    assert!(old.repo_tags.is_empty());
+    assert_eq!(old.repo_digests, first.repo_digests);
+    assert_eq!(e.manager.list(None).unwrap().len(), 2);
+    assert_eq!(e.manager.list(Some(&reference)).unwrap().len(), 1);
+    // Pull by digest names the old image again, without a tag.
+    let by_digest = first.repo_digests[0].clone();
+    assert_eq!(
+        e.manager
+            .pull(&by_digest, &PullAuth::default())
+            .await
+            .unwrap()
+            .image
+            .id,
+        first.id
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_mirror_falls_back_to_the_registry_itself() {
+    if !crius_testkit::require_root("a_dead_mirror_falls_back_to_the_registry_itself") {
+        return;
+    }
+    let registry = Registry::start().unwrap();
+    let image = TestImage::oci(
+        vec![LayerBuilder::new()
+            .file("m", b"m", 0o644)
+            .build(Compression::Zstd)],
+        "amd64",
+    );
+    image
+        .push(registry.host(), "fallback", "latest", None)
+        .await
+        .unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = ImageConfig::default();
+    let mirrors = vec![format!("http://{dead}")];
+    config.registries.insert(
+        registry.host().to_string(),
+        RegistryConfig {
+            insecure: true,
+            mirrors,
+        },
+    );
+    let e = env_with(config);
+    let pulled = e
+        .manager
+        .pull(
+            &format!("{}/fallback", registry.host()),
+            &PullAuth::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pulled.image.id.to_string(), image.config_digest);
+}
