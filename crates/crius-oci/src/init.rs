@@ -226,6 +226,9 @@ fn setup_stdio(p: &ProcessPlan, pty_slave: Option<OwnedFd>) -> Result<(), InitEr
         .map_err(|e| err("dup extra fd", e))?;
     match &p.stdio {
         StdioPlan::Fds(fds) => {
+            // Own session and process group: signals to the caller's group (a terminal's
+            // Ctrl-C, a killpg of the monitor) never reach the container.
+            nix::unistd::setsid().map_err(|e| err("setsid", e))?;
             let moved: Vec<RawFd> = fds
                 .iter()
                 .map(|fd| dup_above(*fd, floor))

@@ -75,3 +75,28 @@ fn the_callers_ignored_and_blocked_signals_do_not_leak_into_the_container() {
         "{out:?}"
     );
 }
+
+#[test]
+fn the_container_leads_its_own_session() {
+    if !crius_testkit::require_root("the_container_leads_its_own_session") {
+        return;
+    }
+    let bundle = Bundle::new();
+    let spec = bundle.spec(&["/bin/cat", "/proc/self/stat"]);
+    let out = run(
+        &mut BuiltinRuntime::new(),
+        &id("session"),
+        bundle.path(),
+        &spec,
+    )
+    .unwrap();
+    // fields after "(comm)": state ppid pgrp session ...
+    let rest = out.stdout.rsplit_once(") ").unwrap().1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    assert_eq!(
+        (fields[2], fields[3]),
+        ("1", "1"),
+        "pgrp and session of pid 1: {}",
+        out.stdout
+    );
+}
