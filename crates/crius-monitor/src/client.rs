@@ -1,0 +1,320 @@
+//! The blocking client criusd uses to talk to a pod's monitor (one connection per
+//! thread; criusd runs it on a blocking thread, never on a tokio worker).
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use oci_spec::runtime::LinuxResources;
+
+use crate::error::{Error, Result};
+use crate::protocol::{
+    read_frame, write_frame, ContainerEvent, ContainerStats, ContainerStatus, CreateContainer,
+    ExecSync, Request, Response, PROTOCOL_VERSION,
+};
+
+/// A connection to one monitor, after the `Hello` handshake.
+///
+/// Every call waits at most the connect timeout (plus the request's own grace period
+/// for `StopContainer`, `StopPod` and `ExecSync`). A call that timed out leaves the
+/// connection out of step with the monitor, so later calls fail with `Unavailable`:
+/// reconnect.
+///
+/// ```no_run
+/// # fn main() -> Result<(), crius_monitor::Error> {
+/// use std::time::Duration;
+/// let mut client = crius_monitor::MonitorClient::connect(
+///     "/run/crius/pods/p1/monitor.sock".as_ref(),
+///     Duration::from_secs(5),
+/// )?;
+/// for status in client.list()? {
+///     println!("{} {:?}", status.id, status.state);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct MonitorClient {
+    stream: UnixStream,
+    timeout: Duration,
+    monitor_pid: i32,
+    broken: bool,
+}
+
+/// The result of [`MonitorClient::exec_sync`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit code (128 + signal when killed).
+    pub exit_code: i32,
+    /// Collected stdout (at most the cap).
+    pub stdout: Vec<u8>,
+    /// Collected stderr (at most the cap).
+    pub stderr: Vec<u8>,
+    /// The process was killed at the timeout.
+    pub timed_out: bool,
+    /// Output beyond the cap was dropped.
+    pub truncated: bool,
+}
+
+impl MonitorClient {
+    /// Connects to the monitor socket and performs the `Hello` handshake.
+    pub fn connect(socket: &Path, timeout: Duration) -> Result<Self> {
+        let stream = UnixStream::connect(socket)
+            .map_err(|e| Error::io(format!("connect {}", socket.display()), e))?;
+        let mut client = Self {
+            stream,
+            timeout,
+            monitor_pid: 0,
+            broken: false,
+        };
+        match client.call_with_timeout(
+            Request::Hello {
+                version: PROTOCOL_VERSION,
+            },
+            Some(timeout),
+        )? {
+            Response::Hello {
+                version,
+                monitor_pid,
+            } if version == PROTOCOL_VERSION => {
+                client.monitor_pid = monitor_pid;
+                Ok(client)
+            }
+            Response::Hello { version, .. } => Err(Error::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: version,
+            }),
+            other => Err(unexpected("Hello", &other)),
+        }
+    }
+
+    /// The monitor's pid, from its `Hello`.
+    pub fn monitor_pid(&self) -> i32 {
+        self.monitor_pid
+    }
+
+    /// Sends `request` and reads its answer; `Response::Error` becomes
+    /// [`Error::Remote`] with the monitor's kind and message.
+    pub fn call(&mut self, request: Request) -> Result<Response> {
+        let timeout = self.timeout_for(&request);
+        self.call_with_timeout(request, timeout)
+    }
+
+    /// [`call`](Self::call) with an explicit read timeout (`None`: wait forever).
+    pub fn call_with_timeout(
+        &mut self,
+        request: Request,
+        timeout: Option<Duration>,
+    ) -> Result<Response> {
+        if self.broken {
+            return Err(Error::io(
+                "monitor connection",
+                std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "out of step after an earlier failed call; reconnect",
+                ),
+            ));
+        }
+        let result = self.exchange(&request, timeout);
+        if matches!(
+            result,
+            Err(Error::Timeout(_) | Error::Io { .. } | Error::Closed | Error::Malformed(_))
+        ) {
+            self.broken = true;
+        }
+        match result? {
+            Response::Error { kind, message } => Err(Error::Remote { kind, message }),
+            other => Ok(other),
+        }
+    }
+
+    fn exchange(&mut self, request: &Request, timeout: Option<Duration>) -> Result<Response> {
+        self.stream
+            .set_write_timeout(Some(self.timeout))
+            .and_then(|()| self.stream.set_read_timeout(timeout))
+            .map_err(|e| Error::io("set socket timeout", e))?;
+        write_frame(&mut self.stream, request)?;
+        read_frame(&mut self.stream)
+    }
+
+    fn timeout_for(&self, request: &Request) -> Option<Duration> {
+        let grace = |ms: u64| self.timeout.saturating_add(Duration::from_millis(ms));
+        match request {
+            Request::StopContainer { timeout_ms, .. } | Request::StopPod { timeout_ms } => {
+                Some(grace(*timeout_ms))
+            }
+            Request::ExecSync(e) if e.timeout_ms == 0 => None,
+            Request::ExecSync(e) => Some(grace(e.timeout_ms)),
+            Request::Shutdown => Some(grace(10_000)),
+            _ => Some(self.timeout),
+        }
+    }
+
+    /// Creates a container; returns its init pid.
+    pub fn create(&mut self, request: CreateContainer) -> Result<i32> {
+        match self.call(Request::CreateContainer(request))? {
+            Response::Created { pid } => Ok(pid),
+            other => Err(unexpected("Created", &other)),
+        }
+    }
+
+    /// Starts a created container.
+    pub fn start(&mut self, id: &str) -> Result<()> {
+        self.ok(Request::StartContainer { id: id.into() })
+    }
+
+    /// Sends `signal` to the container's init.
+    pub fn signal(&mut self, id: &str, signal: i32) -> Result<()> {
+        self.ok(Request::Signal {
+            id: id.into(),
+            signal,
+        })
+    }
+
+    /// Sends `signal`, SIGKILL after `timeout`; returns once the container exited.
+    pub fn stop(&mut self, id: &str, timeout: Duration, signal: i32) -> Result<()> {
+        self.ok(Request::StopContainer {
+            id: id.into(),
+            timeout_ms: millis(timeout),
+            signal,
+        })
+    }
+
+    /// Removes an exited container (unknown ids succeed).
+    pub fn remove(&mut self, id: &str) -> Result<()> {
+        self.ok(Request::RemoveContainer { id: id.into() })
+    }
+
+    /// The container's status.
+    pub fn state(&mut self, id: &str) -> Result<ContainerStatus> {
+        match self.call(Request::ContainerState { id: id.into() })? {
+            Response::State(s) => Ok(s),
+            other => Err(unexpected("State", &other)),
+        }
+    }
+
+    /// Every container of the pod, sorted by id.
+    pub fn list(&mut self) -> Result<Vec<ContainerStatus>> {
+        match self.call(Request::ListContainers)? {
+            Response::Containers(list) => Ok(list),
+            other => Err(unexpected("Containers", &other)),
+        }
+    }
+
+    /// Runs a process in a running container and collects its output.
+    pub fn exec_sync(&mut self, request: ExecSync) -> Result<ExecOutput> {
+        match self.call(Request::ExecSync(request))? {
+            Response::ExecResult {
+                exit_code,
+                stdout,
+                stderr,
+                timed_out,
+                truncated,
+            } => Ok(ExecOutput {
+                exit_code,
+                stdout,
+                stderr,
+                timed_out,
+                truncated,
+            }),
+            other => Err(unexpected("ExecResult", &other)),
+        }
+    }
+
+    /// The container's cgroup usage.
+    pub fn stats(&mut self, id: &str) -> Result<ContainerStats> {
+        match self.call(Request::Stats { id: id.into() })? {
+            Response::Stats(s) => Ok(s),
+            other => Err(unexpected("Stats", &other)),
+        }
+    }
+
+    /// Reopens the container's log file.
+    pub fn reopen_log(&mut self, id: &str) -> Result<()> {
+        self.ok(Request::ReopenLog { id: id.into() })
+    }
+
+    /// Applies new resources to the container's cgroup.
+    pub fn update_resources(&mut self, id: &str, resources: LinuxResources) -> Result<()> {
+        self.ok(Request::UpdateResources {
+            id: id.into(),
+            resources,
+        })
+    }
+
+    /// Stops every container of the pod; returns once all exited.
+    pub fn stop_pod(&mut self, timeout: Duration) -> Result<()> {
+        self.ok(Request::StopPod {
+            timeout_ms: millis(timeout),
+        })
+    }
+
+    /// Kills and removes every container, releases the pins; the monitor exits.
+    pub fn shutdown(&mut self) -> Result<()> {
+        self.ok(Request::Shutdown)
+    }
+
+    /// Turns this connection into a blocking stream of container events.
+    pub fn subscribe(mut self) -> Result<EventStream> {
+        self.ok(Request::Subscribe)?;
+        self.stream
+            .set_read_timeout(None)
+            .map_err(|e| Error::io("set socket timeout", e))?;
+        Ok(EventStream {
+            stream: self.stream,
+        })
+    }
+
+    fn ok(&mut self, request: Request) -> Result<()> {
+        match self.call(request)? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("Ok", &other)),
+        }
+    }
+}
+
+/// Container events pushed by the monitor; blocks in `next`. Ends (`None`) when the
+/// monitor closes the connection (it shut down or died).
+#[derive(Debug)]
+pub struct EventStream {
+    stream: UnixStream,
+}
+
+impl EventStream {
+    /// Bounds how long `next` blocks (`None`: forever); a timeout yields
+    /// `Some(Err(Error::Timeout))` and the stream stays usable.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.stream
+            .set_read_timeout(timeout)
+            .map_err(|e| Error::io("set socket timeout", e))
+    }
+}
+
+impl Iterator for EventStream {
+    type Item = Result<ContainerEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match read_frame::<_, Response>(&mut self.stream) {
+            Ok(Response::Event(event)) => Some(Ok(event)),
+            Ok(other) => Some(Err(unexpected("Event", &other))),
+            Err(Error::Closed) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+fn unexpected(expected: &'static str, got: &Response) -> Error {
+    match got {
+        Response::Error { kind, message } => Error::Remote {
+            kind: *kind,
+            message: message.clone(),
+        },
+        other => Error::Unexpected {
+            expected,
+            got: other.name().to_string(),
+        },
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

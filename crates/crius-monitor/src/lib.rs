@@ -1,0 +1,30 @@
+//! crius-monitor: the per-pod monitor's protocol and client (this library), and the
+//! monitor itself (the `crius-monitor` binary).
+//!
+//! **Owns**: the typed, versioned socket protocol between criusd and a pod's monitor
+//! ([`protocol`]); the blocking [`MonitorClient`]; [`spawn_monitor`], which starts a
+//! detached monitor for a [`PodConfig`]; the on-disk layout of a pod's state dir
+//! (see [`spawn`]). The binary pins the pod's namespaces without a pause image, creates
+//! containers through crius-oci, owns their stdio and CRI log files, reaps exits and
+//! records them on disk before reporting them, and serves exec with output caps and
+//! timeouts.
+//!
+//! **Refuses**: building OCI specs (criusd builds them complete), images, networking
+//! beyond bringing loopback up, async (the client is blocking; criusd calls it on a
+//! blocking thread), attach streaming (a later addition: the stdin fd is kept).
+//!
+//! **Threat model**: the socket is 0600 root, so requests come from criusd, which is
+//! trusted; still, every frame is length-checked before allocation (64 MiB cap) and a
+//! malformed frame is an error answer, never a panic. Container output is untrusted:
+//! it is copied into log files line by line with a 16 KiB split and into exec buffers
+//! with a per-stream cap, so it can exhaust neither the monitor nor criusd.
+#![deny(unsafe_code)]
+
+pub mod client;
+mod error;
+pub mod protocol;
+pub mod spawn;
+
+pub use client::{EventStream, ExecOutput, MonitorClient};
+pub use error::{Error, ErrorKind, Result};
+pub use spawn::{read_status, spawn_monitor, IdMappings, MonitorHandle, PodConfig, PodNamespaces};

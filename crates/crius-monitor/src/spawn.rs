@@ -1,0 +1,338 @@
+//! The pod configuration, the monitor's file layout, and [`spawn_monitor`].
+//!
+//! Layout of a pod's state dir (created by criusd):
+//!
+//! ```text
+//! <state_dir>/pod.json                  PodConfig, written by spawn_monitor (criusd's)
+//! <state_dir>/monitor.log               the monitor's own log (criusd removes it)
+//! <state_dir>/monitor.sock              the socket, 0600
+//! <state_dir>/ns/{user,net,ipc,uts,pid} namespace pins (bind mounts of nsfs files)
+//! <state_dir>/containers/<id>/status.json  last recorded ContainerStatus
+//! <state_dir>/runtime/<name>/           --root of a runc-compatible binary
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use oci_spec::runtime::{
+    LinuxIdMapping, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::client::MonitorClient;
+use crate::error::{Error, Result};
+use crate::protocol::ContainerStatus;
+
+/// How long [`spawn_monitor`] waits for the monitor to report ready.
+pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// User namespace id maps (container id → host id ranges).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMappings {
+    /// uid ranges.
+    pub uid_mappings: Vec<LinuxIdMapping>,
+    /// gid ranges.
+    pub gid_mappings: Vec<LinuxIdMapping>,
+}
+
+/// Which namespaces the pod gets. `false` means the host's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodNamespaces {
+    /// New network namespace (loopback up); false: host network.
+    pub network: bool,
+    /// New IPC namespace.
+    pub ipc: bool,
+    /// New UTS namespace with the pod's hostname.
+    pub uts: bool,
+    /// A pod-wide pid namespace with a tiny reaper as PID 1 (share_process_namespace).
+    pub pid: bool,
+    /// A user namespace with these maps; the other new namespaces belong to it.
+    pub user: Option<IdMappings>,
+}
+
+/// Everything the monitor needs to know about its pod (`<state_dir>/pod.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodConfig {
+    /// Pod (sandbox) id.
+    pub pod_id: String,
+    /// The pod's state dir, created by criusd (e.g. /run/crius/pods/<id>).
+    pub state_dir: PathBuf,
+    /// Hostname set in the pod's UTS namespace.
+    pub hostname: String,
+    /// Namespaces to create and pin.
+    pub namespaces: PodNamespaces,
+    /// Sysctls applied inside the pod namespaces (validated by criusd).
+    pub sysctls: BTreeMap<String, String>,
+    /// The pod cgroup (recorded; container cgroups come in each spec).
+    pub cgroup_parent: Option<PathBuf>,
+}
+
+/// A spawned monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorHandle {
+    /// The monitor's pid.
+    pub pid: i32,
+    /// Its socket.
+    pub socket: PathBuf,
+}
+
+impl PodConfig {
+    /// `<state_dir>/pod.json`.
+    pub fn config_path(&self) -> PathBuf {
+        self.state_dir.join("pod.json")
+    }
+
+    /// `<state_dir>/monitor.sock`.
+    pub fn socket_path(&self) -> PathBuf {
+        self.state_dir.join("monitor.sock")
+    }
+
+    /// `<state_dir>/monitor.log`.
+    pub fn log_path(&self) -> PathBuf {
+        self.state_dir.join("monitor.log")
+    }
+
+    /// `<state_dir>/ns/<name>` (`net`, `ipc`, `uts`, `pid`, `user`).
+    pub fn ns_path(&self, name: &str) -> PathBuf {
+        self.state_dir.join("ns").join(name)
+    }
+
+    /// `<state_dir>/containers/<id>/status.json`.
+    pub fn status_path(&self, id: &str) -> PathBuf {
+        self.state_dir
+            .join("containers")
+            .join(id)
+            .join("status.json")
+    }
+
+    /// The namespaces a container of this pod joins by path, ready for the spec's
+    /// `linux.namespaces` (add new `mount` and `cgroup`, and a new `pid` when the pod
+    /// does not share one).
+    pub fn namespaces_to_join(&self) -> Vec<LinuxNamespace> {
+        let ns = &self.namespaces;
+        let wanted = [
+            (ns.user.is_some(), LinuxNamespaceType::User, "user"),
+            (ns.network, LinuxNamespaceType::Network, "net"),
+            (ns.ipc, LinuxNamespaceType::Ipc, "ipc"),
+            (ns.uts, LinuxNamespaceType::Uts, "uts"),
+            (ns.pid, LinuxNamespaceType::Pid, "pid"),
+        ];
+        wanted
+            .into_iter()
+            .filter(|(on, _, _)| *on)
+            .filter_map(|(_, typ, name)| {
+                LinuxNamespaceBuilder::default()
+                    .typ(typ)
+                    .path(self.ns_path(name))
+                    .build()
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Checks what the monitor relies on: a non-empty pod id without `/`, an absolute
+    /// existing state dir, sysctl keys without path tricks.
+    pub fn validate(&self) -> Result<()> {
+        if self.pod_id.is_empty() || self.pod_id.contains('/') {
+            return Err(Error::InvalidConfig(format!(
+                "pod id {:?}: must be non-empty without '/'",
+                self.pod_id
+            )));
+        }
+        if !self.state_dir.is_absolute() || !self.state_dir.is_dir() {
+            return Err(Error::InvalidConfig(format!(
+                "state dir {}: must be an existing absolute directory",
+                self.state_dir.display()
+            )));
+        }
+        for key in self.sysctls.keys() {
+            let ok = !key.is_empty()
+                && key
+                    .split(['.', '/'])
+                    .all(|p| !p.is_empty() && p != ".." && p != ".");
+            if !ok {
+                return Err(Error::InvalidConfig(format!(
+                    "sysctl {key:?} is not a sysctl name"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a container's last recorded status from disk (for a criusd that cannot reach
+/// the monitor any more).
+pub fn read_status(config: &PodConfig, id: &str) -> Result<ContainerStatus> {
+    let path = config.status_path(id);
+    let data = std::fs::read(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    serde_json::from_slice(&data).map_err(|e| Error::State {
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// Writes `<state_dir>/pod.json`, spawns `binary --config <file>` (which detaches into
+/// its own session, double-forked, so it survives criusd), reaps the intermediate
+/// process, and waits until the monitor reports ready and answers `Hello`. A setup
+/// failure comes back as [`Error::Spawn`] carrying the monitor's own message.
+///
+/// Safe to call from a multi-threaded process: it only uses `std::process::Command`.
+pub fn spawn_monitor(binary: &Path, config: &PodConfig) -> Result<MonitorHandle> {
+    config.validate()?;
+    let spawn_err = |message: String| Error::Spawn {
+        pod_id: config.pod_id.clone(),
+        message,
+    };
+    let path = config.config_path();
+    write_atomic(
+        &path,
+        &serde_json::to_vec_pretty(config).map_err(|e| spawn_err(e.to_string()))?,
+    )?;
+    let mut child = Command::new(binary)
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| spawn_err(format!("{}: {e}", binary.display())))?;
+    let stdout = child.stdout.take();
+    let status = child.wait().map_err(|e| spawn_err(format!("wait: {e}")))?;
+    let Some(mut stdout) = stdout else {
+        return Err(spawn_err("no report pipe".into()));
+    };
+    let report = read_report(&mut stdout, SPAWN_TIMEOUT).map_err(spawn_err)?;
+    let pid = match report.split_once(' ') {
+        Some(("READY", pid)) => pid
+            .trim()
+            .parse::<i32>()
+            .map_err(|_| spawn_err(format!("bad report {report:?}")))?,
+        Some(("ERROR", message)) => return Err(spawn_err(message.trim().to_string())),
+        _ if report.is_empty() => {
+            return Err(spawn_err(format!(
+                "exited ({status}) without a report; see {}",
+                config.log_path().display()
+            )))
+        }
+        _ => return Err(spawn_err(format!("bad report {report:?}"))),
+    };
+    let socket = config.socket_path();
+    let client = MonitorClient::connect(&socket, SPAWN_TIMEOUT)?;
+    if client.monitor_pid() != pid {
+        return Err(spawn_err(format!(
+            "socket answered by pid {}, expected {pid}",
+            client.monitor_pid()
+        )));
+    }
+    Ok(MonitorHandle { pid, socket })
+}
+
+/// Reads the monitor's one-line report (up to EOF or newline) within `timeout`.
+fn read_report(pipe: &mut std::process::ChildStdout, timeout: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("no report within the spawn timeout".into());
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(nix::Error::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(format!("poll report pipe: {e}")),
+        }
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if out.contains(&b'\n') || out.len() > 64 * 1024 {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("read report pipe: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// Write-temp, fsync, rename: readers see the old file or the new one, never half.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let io = |e| Error::io(format!("write {}", path.display()), e);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(data).and_then(|()| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_keys_cannot_name_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = PodConfig {
+            pod_id: "p".into(),
+            state_dir: dir.path().into(),
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        for bad in ["../../etc/passwd", "net..ipv4", "", "net/./x"] {
+            c.sysctls = BTreeMap::from([(bad.to_string(), "1".to_string())]);
+            assert!(c.validate().is_err(), "{bad:?} accepted");
+        }
+        c.sysctls = BTreeMap::from([("net.ipv4.ip_forward".into(), "1".into())]);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn namespaces_to_join_follow_the_pod_config() {
+        let c = PodConfig {
+            pod_id: "p".into(),
+            state_dir: "/run/x".into(),
+            namespaces: PodNamespaces {
+                network: true,
+                ipc: true,
+                uts: false,
+                pid: true,
+                user: None,
+            },
+            ..Default::default()
+        };
+        let ns = c.namespaces_to_join();
+        let types: Vec<_> = ns.iter().map(|n| n.typ()).collect();
+        assert_eq!(
+            types,
+            [
+                LinuxNamespaceType::Network,
+                LinuxNamespaceType::Ipc,
+                LinuxNamespaceType::Pid
+            ]
+        );
+        assert_eq!(ns[0].path().as_deref(), Some(Path::new("/run/x/ns/net")));
+    }
+}
