@@ -333,6 +333,36 @@ fn exec_joins_the_running_container() {
         "not in the container's pid namespace: {pid}"
     );
     assert!(out.contains("Seccomp:\t2"), "{out}");
+
+    // an exec as another user gets exactly that user and no capabilities
+    let mut as_user = spec.process().clone().unwrap();
+    as_user.set_args(Some(vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "id -u; id -G; grep CapEff /proc/self/status".into(),
+    ]));
+    as_user.user_mut().set_uid(1000);
+    as_user.user_mut().set_gid(1000);
+    as_user.user_mut().set_additional_gids(Some(vec![2000]));
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let p = rt
+        .exec(
+            &ctr,
+            &as_user,
+            Stdio {
+                stdout: Some(w),
+                ..Stdio::default()
+            },
+        )
+        .unwrap();
+    let out = common::read_all(r);
+    assert_eq!(p.wait().unwrap(), ExitStatus::Exited(0));
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["1000", "1000", "2000", "CapEff:", "0000000000000000"],
+        "{out}"
+    );
+
     rt.delete(&ctr, true).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(9));
 }
