@@ -3,6 +3,7 @@
 #![allow(clippy::cast_possible_truncation)]
 
 mod common;
+mod fuzz_tests;
 mod kubectl_tests;
 mod spdy_client;
 mod spdy_tests;
