@@ -22,6 +22,10 @@ pub struct RegistryConfig {
     /// Mirrors (`http://host:port` or `https://host`), tried in order before the
     /// registry itself, with the same repository paths.
     pub mirrors: Vec<String>,
+    /// Credentials used when a pull request carries none (`[registries."host".auth]`).
+    /// Never sent to mirrors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<PullAuth>,
 }
 
 /// Everything the image service reads from the daemon config.
@@ -112,8 +116,10 @@ fn parse_mirror(m: &str) -> Result<Endpoint> {
     })
 }
 
-/// Credentials for one pull, as CRI's `AuthConfig` carries them.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// Credentials for one pull, as CRI's `AuthConfig` carries them (and as the config's
+/// `[registries."host".auth]` table spells them).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PullAuth {
     /// Basic auth user.
     pub username: String,
@@ -136,6 +142,25 @@ impl std::fmt::Debug for PullAuth {
 }
 
 impl PullAuth {
+    /// True when no credential is set.
+    pub fn is_empty(&self) -> bool {
+        *self == PullAuth::default()
+    }
+
+    /// The request's credentials, else the ones configured for `registry`.
+    pub fn or_configured<'a>(&'a self, config: &'a ImageConfig, registry: &str) -> &'a PullAuth {
+        if self.is_empty() {
+            if let Some(a) = config
+                .registries
+                .get(registry)
+                .and_then(|r| r.auth.as_ref())
+            {
+                return a;
+            }
+        }
+        self
+    }
+
     /// The oci-client form: basic, bearer or anonymous.
     pub fn to_registry_auth(&self) -> Result<oci_client::secrets::RegistryAuth> {
         use oci_client::secrets::RegistryAuth;
@@ -221,6 +246,19 @@ mirrors = ["http://127.0.0.1:5000"]
         );
         assert_eq!(c.max_concurrent_downloads, 3);
         assert!(toml::from_str::<ImageConfig>("[registries.\"x\"]\nbogus = 1\n").is_err());
+        let with_auth: ImageConfig =
+            toml::from_str("[registries.\"r.io\".auth]\nusername = \"u\"\npassword = \"p\"\n")
+                .unwrap();
+        let configured = PullAuth::default()
+            .or_configured(&with_auth, "r.io")
+            .clone();
+        assert_eq!(configured.username, "u");
+        let given = PullAuth {
+            username: "me".into(),
+            ..Default::default()
+        };
+        assert_eq!(given.or_configured(&with_auth, "r.io").username, "me");
+        assert!(toml::to_string(&ImageConfig::default()).is_ok());
     }
 
     #[test]

@@ -38,6 +38,7 @@ fn env(registry: &Registry) -> Env {
         RegistryConfig {
             insecure: true,
             mirrors: vec![],
+            ..Default::default()
         },
     );
     env_with(config)
@@ -222,6 +223,7 @@ async fn docker_schema2_images_pull_and_mirrors_are_tried_first() {
         RegistryConfig {
             insecure: false,
             mirrors: vec![format!("http://{}", registry.host())],
+            ..Default::default()
         },
     );
     let e = env_with(config);
@@ -521,6 +523,7 @@ async fn blob_with_the_wrong_digest_is_rejected_and_never_visible() {
         RegistryConfig {
             insecure: true,
             mirrors: vec![],
+            ..Default::default()
         },
     );
     let e = env_with(config);
@@ -641,6 +644,7 @@ async fn a_dead_mirror_falls_back_to_the_registry_itself() {
         RegistryConfig {
             insecure: true,
             mirrors,
+            ..Default::default()
         },
     );
     let e = env_with(config);
@@ -650,6 +654,47 @@ async fn a_dead_mirror_falls_back_to_the_registry_itself() {
             &format!("{}/fallback", registry.host()),
             &PullAuth::default(),
         )
+        .await
+        .unwrap();
+    assert_eq!(pulled.image.id.to_string(), image.config_digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_the_config_are_used_when_the_request_has_none() {
+    if !crius_testkit::require_root(
+        "credentials_from_the_config_are_used_when_the_request_has_none",
+    ) {
+        return;
+    }
+    let registry = Registry::start_with_basic_auth("cfg", "pw").unwrap();
+    let image = TestImage::oci(
+        vec![LayerBuilder::new()
+            .file("c", b"c", 0o644)
+            .build(Compression::Gzip)],
+        "amd64",
+    );
+    image
+        .push(registry.host(), "cfg", "latest", registry.credentials())
+        .await
+        .unwrap();
+    let mut config = ImageConfig::default();
+    let auth = PullAuth {
+        username: "cfg".into(),
+        password: "pw".into(),
+        ..Default::default()
+    };
+    config.registries.insert(
+        registry.host().to_string(),
+        RegistryConfig {
+            insecure: true,
+            mirrors: vec![],
+            auth: Some(auth),
+        },
+    );
+    let e = env_with(config);
+    let pulled = e
+        .manager
+        .pull(&format!("{}/cfg", registry.host()), &PullAuth::default())
         .await
         .unwrap();
     assert_eq!(pulled.image.id.to_string(), image.config_digest);

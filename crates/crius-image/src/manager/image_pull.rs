@@ -32,7 +32,9 @@ impl ImageManager {
     /// ```
     pub async fn pull(&self, reference: &str, auth: &PullAuth) -> Result<PullResult> {
         let image = ImageRef::parse(reference)?;
-        let registry_auth = auth.to_registry_auth()?;
+        let registry_auth = auth
+            .or_configured(&self.unpacker.config, &image.registry)
+            .to_registry_auth()?;
         let _one_at_a_time = self.pulls.lock(&format!("pull:{image}")).await;
         let lease = self.leases.acquire();
         tracing::debug!(image = %image, "pulling image");
