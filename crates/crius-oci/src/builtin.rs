@@ -42,7 +42,7 @@ impl BuiltinRuntime {
         Self::default()
     }
 
-    /// The cgroup of container `id`, when its spec named one.
+    /// The cgroup of container `id` (for live updates and stats).
     pub fn cgroup(&self, id: &str) -> Option<&CgroupManager> {
         self.containers.get(id).and_then(|r| r.cgroup.as_ref())
     }
@@ -53,20 +53,26 @@ impl BuiltinRuntime {
             .ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
-    fn cgroup_for(spec: &Spec) -> Result<Option<CgroupManager>> {
-        let Some(linux) = spec.linux() else {
-            return Ok(None);
-        };
-        let Some(path) = linux.cgroups_path() else {
-            return Ok(None);
-        };
-        let mgr = CgroupManager::new(path)?;
+    /// The container's cgroup: `linux.cgroupsPath`, or `/<id>` like runc when absent.
+    /// Resources are applied with the device rules completed (spec rules, the default
+    /// allow list, the spec's devices).
+    fn cgroup_for(id: &str, spec: &Spec) -> Result<Option<CgroupManager>> {
+        let linux = spec.linux().clone().unwrap_or_default();
+        let path = linux
+            .cgroups_path()
+            .clone()
+            .unwrap_or_else(|| format!("/{id}").into());
+        let mgr = CgroupManager::new(&path)?;
         mgr.create()?;
-        if let Some(res) = linux.resources() {
-            if let Err(e) = mgr.apply(res) {
-                let _ = mgr.delete();
-                return Err(e);
-            }
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        let devices = linux.devices().clone().unwrap_or_default();
+        resources.set_devices(Some(crate::cgroup::device_rules(
+            linux.resources().as_ref(),
+            &devices,
+        )));
+        if let Err(e) = mgr.apply(&resources) {
+            let _ = mgr.delete();
+            return Err(e);
         }
         Ok(Some(mgr))
     }
@@ -176,7 +182,7 @@ impl OciRuntime for BuiltinRuntime {
         let rootfs = rootfs_of(bundle, spec)?;
         let mut held = HeldFds::default();
         let plan = plan::for_container(spec, bundle, &rootfs, stdio, &mut held)?;
-        let cgroup = Self::cgroup_for(spec)?;
+        let cgroup = Self::cgroup_for(id, spec)?;
         let launched = launch(id, &plan, spec, cgroup.as_ref());
         drop(held.fds);
         let (channel, spawned) = match launched {

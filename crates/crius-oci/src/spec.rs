@@ -91,6 +91,7 @@ pub fn secure_default(args: &[String], rootfs: &Path) -> Result<Spec> {
                 { "type": "pid" }, { "type": "ipc" }, { "type": "uts" },
                 { "type": "mount" }, { "type": "network" }, { "type": "cgroup" }
             ],
+            "resources": { "devices": [{ "allow": false, "access": "rwm" }] },
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
             "seccomp": seccomp

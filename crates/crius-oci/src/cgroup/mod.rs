@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxResources};
 
 use crate::error::{Error, Result};
 
@@ -186,6 +186,70 @@ impl CgroupManager {
     }
 }
 
+/// Device rules every container gets after the spec's own (runc does the same): the
+/// standard character devices and ptys may be used, and any node may be created (`m`)
+/// but not opened. With the spec's usual leading deny-all this is the whole allow list.
+pub fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
+    let rule = |t: &str, major: Option<i64>, minor: Option<i64>, access: &str| serde_json::json!({"allow": true, "type": t, "major": major, "minor": minor, "access": access});
+    let rules = serde_json::Value::Array(vec![
+        rule("c", None, None, "m"),
+        rule("b", None, None, "m"),
+        rule("c", Some(1), Some(3), "rwm"),
+        rule("c", Some(1), Some(5), "rwm"),
+        rule("c", Some(1), Some(7), "rwm"),
+        rule("c", Some(1), Some(8), "rwm"),
+        rule("c", Some(1), Some(9), "rwm"),
+        rule("c", Some(5), Some(0), "rwm"),
+        rule("c", Some(5), Some(2), "rwm"),
+        rule("c", Some(136), None, "rwm"),
+    ]);
+    serde_json::from_value(rules).unwrap_or_default()
+}
+
+/// The rules to program for a container: the spec's resource rules, then the defaults,
+/// then an allow for each device the spec adds to the container.
+pub fn device_rules(
+    resources: Option<&LinuxResources>,
+    devices: &[LinuxDevice],
+) -> Vec<LinuxDeviceCgroup> {
+    let mut rules: Vec<LinuxDeviceCgroup> = resources
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    rules.extend(default_device_rules());
+    for d in devices {
+        let t = match d.typ() {
+            oci_spec::runtime::LinuxDeviceType::B => "b",
+            _ => "c",
+        };
+        let rule = serde_json::json!({"allow": true, "type": t, "major": d.major(), "minor": d.minor(), "access": "rwm"});
+        if let Ok(rule) = serde_json::from_value(rule) {
+            rules.push(rule);
+        }
+    }
+    rules
+}
+
+/// A rule as the v1 `devices.allow`/`devices.deny` files take it: `c 1:3 rwm`.
+pub(crate) fn device_rule_line(d: &LinuxDeviceCgroup) -> String {
+    let num = |n: Option<i64>| {
+        n.filter(|n| *n >= 0)
+            .map_or("*".to_string(), |n| n.to_string())
+    };
+    let t = d.typ().map_or("a", |t| match t {
+        oci_spec::runtime::LinuxDeviceType::A => "a",
+        oci_spec::runtime::LinuxDeviceType::B => "b",
+        oci_spec::runtime::LinuxDeviceType::C
+        | oci_spec::runtime::LinuxDeviceType::U
+        | oci_spec::runtime::LinuxDeviceType::P => "c",
+    });
+    let access = d
+        .access()
+        .clone()
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "rwm".into());
+    format!("{t} {}:{} {access}", num(d.major()), num(d.minor()))
+}
+
 fn relative(path: &Path) -> Result<PathBuf> {
     let s = path.to_string_lossy();
     if !s.starts_with('/') && s.matches(':').count() == 2 {
@@ -272,6 +336,20 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_rules_render_as_the_v1_files_expect() {
+        let deny: LinuxDeviceCgroup =
+            serde_json::from_value(serde_json::json!({"allow": false, "access": "rwm"})).unwrap();
+        assert_eq!(device_rule_line(&deny), "a *:* rwm");
+        let lines: Vec<String> = default_device_rules()
+            .iter()
+            .map(device_rule_line)
+            .collect();
+        assert!(lines.contains(&"c 136:* rwm".to_string()), "{lines:?}");
+        assert!(lines.contains(&"b *:* m".to_string()), "{lines:?}");
+        assert_eq!(lines.len(), 10);
+    }
 
     #[test]
     fn cgroup_paths_cannot_climb_out() {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
 
-use super::{keyed, procs, read, remove_dir, write, CgroupStats};
+use super::{device_rule_line, keyed, procs, read, remove_dir, write, CgroupStats};
 use crate::error::{Error, Result};
 
 /// Controllers we create directories in (when the host mounts them).
@@ -153,7 +153,18 @@ impl V1Manager {
                 )?;
             }
         }
-        self.apply_blkio(r)
+        self.apply_blkio(r)?;
+        if let Some(dir) = self.dir("devices") {
+            for d in r.devices().iter().flatten() {
+                let file = if d.allow() {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                };
+                write(dir, file, &device_rule_line(d))?;
+            }
+        }
+        Ok(())
     }
 
     fn apply_cpu(&self, r: &LinuxResources) -> Result<()> {

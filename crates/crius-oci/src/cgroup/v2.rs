@@ -108,6 +108,10 @@ impl V2Manager {
             }
         }
         self.apply_memory(r)?;
+        if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+            // v2 device control is an eBPF program attached to the cgroup; not built yet.
+            tracing::warn!(cgroup = %self.rel.display(), "device rules are not enforced on cgroup v2 yet");
+        }
         if let Some(p) = r.pids() {
             let v = if p.limit() > 0 {
                 p.limit().to_string()

@@ -162,6 +162,17 @@ pub fn conformance_suite(rt: &mut dyn OciRuntime, tag: &str) {
         );
     }
 
+    // CAP_MKNOD may create nodes, but the device cgroup only lets the standard ones open
+    let spec = bundle.spec(&[
+        "/bin/sh",
+        "-c",
+        "mknod /tmp/n c 1 3 && echo x > /tmp/n && echo NULL-OK; \
+         mknod /tmp/c c 5 1 && (cat /tmp/c) 2>&1; rm -f /tmp/n /tmp/c",
+    ]);
+    let out = run(rt, &id(&format!("{tag}-devices")), bundle.path(), &spec).unwrap();
+    assert!(out.stdout.starts_with("NULL-OK\n"), "{out:?}");
+    assert!(out.stdout.contains("Operation not permitted"), "{out:?}");
+
     // user, group and supplementary groups are set explicitly
     let mut spec = bundle.spec(&["/bin/id"]);
     let user = spec.process_mut().as_mut().unwrap().user_mut();
