@@ -1,0 +1,232 @@
+//! CNI tests on the real kernel with Debian's containernetworking-plugins (as root).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{CniNetwork, CniOptions};
+use crate::conformance::{conformance_suite, Fixture};
+use crate::error::ErrorKind;
+use crate::plugin::NetworkPlugin;
+use crate::testutil::{bridge_for, delete_link, request, subnet_for, TestNetns};
+
+const DEBIAN_CNI: &str = "/usr/lib/cni";
+
+/// A conf dir, cache dir and host-local data dir for one test, plus its bridge.
+struct Env {
+    dir: tempfile::TempDir,
+    bridge: String,
+    subnet: std::net::Ipv4Addr,
+}
+
+impl Env {
+    fn new(name: &str) -> Option<Self> {
+        if !crius_testkit::require_root(name) {
+            return None;
+        }
+        if !Path::new(DEBIAN_CNI).join("bridge").exists() {
+            eprintln!("SKIPPED {name}: containernetworking-plugins not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        Some(Env {
+            dir,
+            bridge: bridge_for(name),
+            subnet: subnet_for(name),
+        })
+    }
+
+    fn ipam_dir(&self) -> PathBuf {
+        self.dir.path().join("ipam")
+    }
+
+    fn options(&self) -> CniOptions {
+        CniOptions {
+            conf_dir: self.dir.path().join("conf"),
+            bin_dirs: vec![self.dir.path().join("bin"), PathBuf::from(DEBIAN_CNI)],
+            cache_dir: self.dir.path().join("cache"),
+            timeout: Duration::from_secs(10),
+            ifname: "eth0".into(),
+        }
+    }
+
+    /// Writes a bridge + host-local + portmap conflist; `extra` plugins go after bridge.
+    fn write_conflist(&self, version: &str, extra: &[serde_json::Value]) {
+        let mut plugins = vec![json!({
+            "type": "bridge",
+            "bridge": self.bridge,
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": format!("{}/24", self.subnet)}]],
+                "dataDir": self.ipam_dir(),
+            }
+        })];
+        plugins.extend_from_slice(extra);
+        plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
+        let conf = json!({"cniVersion": version, "name": format!("net-{}", self.bridge), "plugins": plugins});
+        std::fs::write(
+            self.dir.path().join("conf/10-test.conflist"),
+            serde_json::to_vec_pretty(&conf).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn script(&self, name: &str, body: &str) {
+        let path = self.dir.path().join("bin").join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Addresses host-local still holds.
+    fn ipam_entries(&self) -> Vec<String> {
+        let dir = self.ipam_dir().join(format!("net-{}", self.bridge));
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        delete_link(&self.bridge);
+    }
+}
+
+#[test]
+fn cni_passes_the_conformance_suite() {
+    let Some(env) = Env::new("cni_passes_the_conformance_suite") else {
+        return;
+    };
+    env.write_conflist("1.0.0", &[]);
+    let opts = env.options();
+    let make = move || Box::new(CniNetwork::new(opts.clone())) as Box<dyn NetworkPlugin>;
+    conformance_suite(&Fixture {
+        name: "cni-conf",
+        make: &make,
+        subnet: env.subnet,
+        prefix: 24,
+        check_with_host_ports: false,
+    });
+    assert!(env.ipam_entries().is_empty(), "{:?}", env.ipam_entries());
+}
+
+#[test]
+fn del_releases_the_host_local_address_and_the_cache() {
+    let Some(env) = Env::new("del_releases_the_host_local_address_and_the_cache") else {
+        return;
+    };
+    env.write_conflist("0.4.0", &[]);
+    let ns = TestNetns::new();
+    let req = request("cni-release", &ns);
+    let net = CniNetwork::new(env.options());
+    let st = net.setup(&req).unwrap();
+    assert_eq!(env.ipam_entries(), vec![st.ips[0].to_string()]);
+    assert!(env.options().cache_dir.join("cni-release.json").exists());
+    // Restart: a new object with only the cache; the conf dir is even gone.
+    std::fs::remove_file(env.dir.path().join("conf/10-test.conflist")).unwrap();
+    let restarted = CniNetwork::new(env.options());
+    assert!(!restarted.status().ready);
+    restarted.check(&req).unwrap();
+    restarted.teardown(&req).unwrap();
+    assert!(env.ipam_entries().is_empty());
+    assert!(!env.options().cache_dir.join("cni-release.json").exists());
+}
+
+#[test]
+fn failing_plugin_rolls_back_the_add_with_its_error() {
+    let Some(env) = Env::new("failing_plugin_rolls_back_the_add_with_its_error") else {
+        return;
+    };
+    env.script(
+        "fail",
+        r#"[ "$CNI_COMMAND" = ADD ] || exit 0; echo '{"cniVersion":"1.0.0","code":100,"msg":"refusing on purpose","details":"test"}'; exit 1"#,
+    );
+    env.write_conflist("1.0.0", &[json!({"type": "fail"})]);
+    let ns = TestNetns::new();
+    let req = request("cni-fail", &ns);
+    let err = CniNetwork::new(env.options()).setup(&req).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("refusing on purpose") && text.contains("code 100"),
+        "{text}"
+    );
+    assert!(
+        env.ipam_entries().is_empty(),
+        "address leaked: {:?}",
+        env.ipam_entries()
+    );
+    assert!(!env.options().cache_dir.join("cni-fail.json").exists());
+}
+
+#[test]
+fn hanging_plugin_times_out_and_rolls_back() {
+    let Some(env) = Env::new("hanging_plugin_times_out_and_rolls_back") else {
+        return;
+    };
+    env.script("hang", r#"[ "$CNI_COMMAND" = ADD ] || exit 0; sleep 1000"#);
+    env.write_conflist("1.0.0", &[json!({"type": "hang"})]);
+    let ns = TestNetns::new();
+    let req = request("cni-hang", &ns);
+    let mut opts = env.options();
+    opts.timeout = Duration::from_millis(1500);
+    let start = Instant::now();
+    let err = CniNetwork::new(opts).setup(&req).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err}");
+    assert!(start.elapsed() < Duration::from_secs(15));
+    assert!(
+        env.ipam_entries().is_empty(),
+        "address leaked: {:?}",
+        env.ipam_entries()
+    );
+}
+
+#[test]
+fn missing_plugin_and_bad_json_are_not_ready_and_fail_setup_cleanly() {
+    let Some(env) = Env::new("missing_plugin_and_bad_json_are_not_ready_and_fail_setup_cleanly")
+    else {
+        return;
+    };
+    let net = CniNetwork::new(env.options());
+    let ns = TestNetns::new();
+    let req = request("cni-broken", &ns);
+    let st = net.status();
+    assert!(
+        !st.ready && st.message.contains("no cni network config"),
+        "{st:?}"
+    );
+    assert_eq!(
+        net.setup(&req).unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
+
+    env.write_conflist("1.0.0", &[json!({"type": "no-such-plugin"})]);
+    let st = net.status();
+    assert!(!st.ready && st.message.contains("no-such-plugin"), "{st:?}");
+    let err = net.setup(&req).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+
+    std::fs::write(env.dir.path().join("conf/10-test.conflist"), "{\"name\": ").unwrap();
+    let st = net.status();
+    assert!(!st.ready && st.message.contains("not valid json"), "{st:?}");
+    assert!(net
+        .setup(&req)
+        .unwrap_err()
+        .to_string()
+        .contains("10-test.conflist"));
+
+    // Fixing the file makes the network ready without a restart.
+    env.write_conflist("1.0.0", &[]);
+    assert!(net.status().ready);
+    assert!(env.ipam_entries().is_empty());
+    assert!(!env.options().cache_dir.join("cni-broken.json").exists());
+}
