@@ -116,7 +116,13 @@ pub struct PortForwardRequest {
 ///   and copies both ways until both sides are closed; an error (for example
 ///   a refused connection) reaches the client on the error stream.
 /// - Resize events arrive in order; the receiver closes with the session.
-/// - Implementations must not block the runtime thread.
+/// - When the client's connection ends first, the returned future is
+///   dropped: implementations must be cancellation safe (release what they
+///   hold on drop; whether an exec'd process is then killed is theirs to
+///   decide).
+/// - Calls run concurrently (many sessions, many forwarded connections per
+///   port-forward session); implementations must not block the runtime
+///   thread.
 pub trait StreamBackend: Send + Sync + 'static {
     /// Runs a command in a container; returns its exit code.
     fn exec(&self, req: ExecRequest, streams: Streams) -> BoxFuture<'_, Result<i32>>;

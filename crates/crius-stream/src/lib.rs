@@ -22,6 +22,45 @@
 //! on frame, message and header sizes, and a misbehaving peer only ends
 //! its own connection.
 
+//! # Wiring
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use crius_stream::{
+//!     AttachRequest, BoxFuture, ExecRequest, PortStream, StreamBackend, StreamServer,
+//!     StreamServerConfig, Streams,
+//! };
+//!
+//! struct Daemon;
+//!
+//! impl StreamBackend for Daemon {
+//!     fn exec(&self, req: ExecRequest, streams: Streams) -> BoxFuture<'_, crius_stream::Result<i32>> {
+//!         Box::pin(async move { /* run req.cmd through the monitor */ Ok(0) })
+//!     }
+//!     fn attach(&self, req: AttachRequest, streams: Streams) -> BoxFuture<'_, crius_stream::Result<()>> {
+//!         Box::pin(async move { Ok(()) })
+//!     }
+//!     fn port_forward(&self, pod_id: String, port: u16, stream: PortStream)
+//!         -> BoxFuture<'_, crius_stream::Result<()>> {
+//!         Box::pin(async move { Ok(()) })
+//!     }
+//! }
+//!
+//! # async fn wire() -> crius_stream::Result<()> {
+//! let server = StreamServer::start(StreamServerConfig::default(), Arc::new(Daemon)).await?;
+//! // In the CRI Exec handler, after checking the container is running:
+//! let url = server.issue_exec(ExecRequest {
+//!     container_id: "abc".into(),
+//!     cmd: vec!["sh".into()],
+//!     tty: true,
+//!     stdin: true,
+//!     stdout: true,
+//!     stderr: false,
+//! })?;
+//! // Return `url` in ExecResponse; the client connects to it once.
+//! # Ok(()) }
+//! ```
+
 #![forbid(unsafe_code)]
 
 mod backend;
