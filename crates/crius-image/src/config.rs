@@ -127,7 +127,8 @@ pub struct PullAuth {
     pub password: String,
     /// Base64 `user:password`, used when username is empty.
     pub auth: String,
-    /// An identity token; sent as a bearer token (no refresh-token exchange).
+    /// An identity token (OAuth2 refresh token), traded for a bearer token at the
+    /// registry's token realm before pulling.
     pub identity_token: String,
     /// A registry bearer token.
     pub registry_token: String,
@@ -142,6 +143,14 @@ impl std::fmt::Debug for PullAuth {
 }
 
 impl PullAuth {
+    /// The identity token, when it is the only credential given: it must be traded
+    /// for a bearer token at the registry's token realm.
+    pub fn identity_only(&self) -> Option<&str> {
+        let only =
+            self.username.is_empty() && self.auth.is_empty() && self.registry_token.is_empty();
+        (only && !self.identity_token.is_empty()).then_some(self.identity_token.as_str())
+    }
+
     /// True when no credential is set.
     pub fn is_empty(&self) -> bool {
         *self == PullAuth::default()
@@ -183,9 +192,6 @@ impl PullAuth {
         }
         if !self.registry_token.is_empty() {
             return Ok(RegistryAuth::Bearer(self.registry_token.clone()));
-        }
-        if !self.identity_token.is_empty() {
-            return Ok(RegistryAuth::Bearer(self.identity_token.clone()));
         }
         Ok(RegistryAuth::Anonymous)
     }

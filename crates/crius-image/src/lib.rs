@@ -39,6 +39,7 @@ mod pull;
 pub mod records;
 pub mod reference;
 pub mod snapshot;
+mod token;
 pub mod unpack;
 
 pub use config::{ImageConfig, PullAuth, RegistryConfig};

@@ -14,7 +14,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use crate::config::{Endpoint, ImageConfig};
+use crate::config::{Endpoint, ImageConfig, PullAuth};
 use crate::content::{ContentIngester, ContentReader, IngestWriter, LocalContentStore};
 use crate::digest::{chain_ids, Digest};
 use crate::error::{Error, Result};
@@ -22,6 +22,7 @@ use crate::lease::{KeyedLocks, Lease};
 use crate::manifest::{self, Descriptor, Document, Manifest};
 use crate::reference::ImageRef;
 use crate::snapshot::{SnapshotKind, Snapshotter};
+use crate::token::exchange_identity_token;
 use crate::unpack::{unpack_layer, Compression, UnpackOptions};
 
 static EXTRACT_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -105,12 +106,7 @@ fn client_for(endpoints: &[Endpoint]) -> Client {
 
 impl Unpacker {
     /// Pulls `image` with `auth`, trying mirrors then the registry.
-    pub async fn pull(
-        &self,
-        image: &ImageRef,
-        auth: RegistryAuth,
-        lease: &Lease,
-    ) -> Result<Unpacked> {
+    pub async fn pull(&self, image: &ImageRef, auth: &PullAuth, lease: &Lease) -> Result<Unpacked> {
         let endpoints = self.config.endpoints(&image.registry)?;
         let client = client_for(&endpoints);
         let mut last = None;
@@ -126,10 +122,18 @@ impl Unpacker {
                 ),
             };
             // Credentials are for the registry; a mirror never sees them.
-            let auth = if ep.host == image.registry {
-                auth.clone()
-            } else {
+            let auth = if ep.host != image.registry {
                 RegistryAuth::Anonymous
+            } else if let Some(identity) = auth.identity_only() {
+                match exchange_identity_token(ep, &image.repository, identity).await {
+                    Ok(token) => RegistryAuth::Bearer(token),
+                    Err(e) => {
+                        last = Some(e);
+                        continue;
+                    }
+                }
+            } else {
+                auth.to_registry_auth()?
             };
             let fetcher = Fetcher {
                 client: client.clone(),

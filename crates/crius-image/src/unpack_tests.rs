@@ -399,3 +399,72 @@ fn garbage_and_mutated_layers_error_without_panicking_or_escaping() {
     }
     assert_eq!(before, fingerprint(s.tmp.path(), &s.snap()));
 }
+
+/// A PAX record: `<len> <key>=<value>\n`, where `<len>` counts the whole record.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while format!("{len}{body}").len() != len {
+        len += 1;
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+#[test]
+fn long_names_are_kept_and_trusted_xattrs_dropped_while_user_xattrs_stay() {
+    if !crius_testkit::require_root(
+        "long_names_are_kept_and_trusted_xattrs_dropped_while_user_xattrs_stay",
+    ) {
+        return;
+    }
+    let s = Sandbox::new();
+    let long_dir = "d".repeat(120);
+    let long_file = format!("{long_dir}/{}", "f".repeat(150));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(4);
+    h.set_mode(0o644);
+    b.append_data(&mut h, &long_file, &b"long"[..]).unwrap();
+    let mut pax = pax_record("SCHILY.xattr.user.crius", "kept");
+    pax.extend(pax_record("SCHILY.xattr.trusted.overlay.redirect", "/etc"));
+    let mut ph = tar::Header::new_ustar();
+    ph.set_entry_type(tar::EntryType::XHeader);
+    ph.set_size(pax.len() as u64);
+    ph.set_path("PaxHeader").unwrap();
+    ph.set_cksum();
+    b.append(&ph, pax.as_slice()).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(1);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "xattrs", &b"x"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    let target = format!("/{}", "t".repeat(200));
+    b.append_link(&mut h, "longlink", &target).unwrap();
+    let layer = b.into_inner().unwrap();
+    unpack_tar(
+        layer.as_slice(),
+        &s.snap(),
+        UnpackOptions { real_root: true },
+    )
+    .unwrap();
+    let snap = s.snap();
+    assert_eq!(fs::read(snap.join(&long_file)).unwrap(), b"long");
+    assert_eq!(
+        fs::read_link(snap.join("longlink")).unwrap(),
+        Path::new(&target)
+    );
+    assert_eq!(
+        xattr::get(snap.join("xattrs"), "user.crius")
+            .unwrap()
+            .as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(
+        xattr::get(snap.join("xattrs"), "trusted.overlay.redirect").unwrap(),
+        None
+    );
+}

@@ -452,16 +452,18 @@ async fn hostile_or_inconsistent_images_fail_cleanly_and_leave_no_snapshot() {
     ));
 }
 
-/// A registry that serves a manifest and config honestly but other bytes for the
-/// layer: real registries verify uploads, so this one is hand-written.
-fn lying_registry(
-    manifest: Vec<u8>,
-    config: (String, Vec<u8>),
-    layer: (String, Vec<u8>),
+/// A hand-written registry: serves `routes` (path suffix, content type, body), and
+/// with `bearer = Some((access, refresh))` demands `Authorization: Bearer <access>`,
+/// handing the access token out at `/token` for `refresh_token=<refresh>`. Real
+/// registries verify uploads, so a lying one has to be written by hand.
+fn fake_registry(
+    routes: Vec<(String, &'static str, Vec<u8>)>,
+    bearer: Option<(String, String)>,
 ) -> String {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let host = listener.local_addr().expect("addr").to_string();
+    let realm = format!("http://{host}/token");
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
@@ -470,34 +472,85 @@ fn lying_registry(
             if reader.read_line(&mut request).is_err() {
                 continue;
             }
-            let mut line = String::new();
+            let (mut authz, mut length, mut line) = (String::new(), 0usize, String::new());
             while reader.read_line(&mut line).is_ok() && line != "\r\n" && !line.is_empty() {
+                let lower = line.to_ascii_lowercase();
+                if lower.starts_with("authorization:") {
+                    authz = line[14..].trim().to_string();
+                }
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
                 line.clear();
             }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
             let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
-            let (ctype, body) = if path.ends_with("/manifests/latest") {
-                (
-                    "application/vnd.oci.image.manifest.v1+json",
-                    manifest.clone(),
-                )
-            } else if path.ends_with(&config.0) {
-                ("application/octet-stream", config.1.clone())
-            } else if path.ends_with(&layer.0) {
-                ("application/octet-stream", layer.1.clone())
-            } else {
-                ("application/json", b"{}".to_vec())
+            let mut extra = String::new();
+            let (status, ctype, out) = match &bearer {
+                Some((access, refresh)) if path == "/token" => {
+                    if String::from_utf8_lossy(&body).contains(&format!("refresh_token={refresh}"))
+                    {
+                        (
+                            "200 OK",
+                            "application/json",
+                            format!(r#"{{"access_token":"{access}"}}"#).into_bytes(),
+                        )
+                    } else {
+                        ("401 Unauthorized", "application/json", b"{}".to_vec())
+                    }
+                }
+                Some((access, _)) if authz != format!("Bearer {access}") => {
+                    extra =
+                        format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\n");
+                    (
+                        "401 Unauthorized",
+                        "application/json",
+                        br#"{"errors":[{"code":"UNAUTHORIZED"}]}"#.to_vec(),
+                    )
+                }
+                _ => match routes
+                    .iter()
+                    .find(|(suffix, _, _)| path.ends_with(suffix.as_str()))
+                {
+                    Some((_, ctype, body)) => ("200 OK", *ctype, body.clone()),
+                    None => ("200 OK", "application/json", b"{}".to_vec()),
+                },
             };
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+                out.len()
             );
             let _ = stream.write_all(head.as_bytes());
             if !request.starts_with("HEAD") {
-                let _ = stream.write_all(&body);
+                let _ = stream.write_all(&out);
             }
         }
     });
     host
+}
+
+fn routes_for(image: &TestImage, layer_bodies: &[Vec<u8>]) -> Vec<(String, &'static str, Vec<u8>)> {
+    let mut routes = vec![
+        (
+            "/manifests/latest".to_string(),
+            "application/vnd.oci.image.manifest.v1+json",
+            image.manifest.clone(),
+        ),
+        (
+            image.config_digest.clone(),
+            "application/octet-stream",
+            image.config.clone(),
+        ),
+    ];
+    for (layer, body) in image.layers.iter().zip(layer_bodies) {
+        routes.push((
+            layer.digest.clone(),
+            "application/octet-stream",
+            body.clone(),
+        ));
+    }
+    routes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,11 +565,7 @@ async fn blob_with_the_wrong_digest_is_rejected_and_never_visible() {
         .file("f", b"evil!!", 0o644)
         .build(Compression::Gzip);
     let image = TestImage::oci(vec![honest.clone()], "amd64");
-    let host = lying_registry(
-        image.manifest.clone(),
-        (image.config_digest[7..].to_string(), image.config.clone()),
-        (honest.digest[7..].to_string(), evil.blob.clone()),
-    );
+    let host = fake_registry(routes_for(&image, std::slice::from_ref(&evil.blob)), None);
     let mut config = ImageConfig::default();
     config.registries.insert(
         host.clone(),
@@ -698,4 +747,72 @@ async fn credentials_from_the_config_are_used_when_the_request_has_none() {
         .await
         .unwrap();
     assert_eq!(pulled.image.id.to_string(), image.config_digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_token_is_traded_for_a_bearer_token_and_registry_token_is_used_as_is() {
+    if !crius_testkit::require_root(
+        "identity_token_is_traded_for_a_bearer_token_and_registry_token_is_used_as_is",
+    ) {
+        return;
+    }
+    let layer = LayerBuilder::new()
+        .file("t", b"token", 0o644)
+        .build(Compression::Gzip);
+    let image = TestImage::oci(vec![layer.clone()], "amd64");
+    let bearer = Some(("access-123".to_string(), "refresh-456".to_string()));
+    let host = fake_registry(routes_for(&image, std::slice::from_ref(&layer.blob)), bearer);
+    let mut config = ImageConfig::default();
+    config.registries.insert(
+        host.clone(),
+        RegistryConfig {
+            insecure: true,
+            ..Default::default()
+        },
+    );
+    let reference = format!("{host}/tok");
+    let e = env_with(config.clone());
+    let err = e
+        .manager
+        .pull(&reference, &PullAuth::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, crius_image::Error::Unauthorized { .. }),
+        "{err}"
+    );
+    let wrong = PullAuth {
+        identity_token: "stolen".into(),
+        ..Default::default()
+    };
+    assert!(e.manager.pull(&reference, &wrong).await.is_err());
+    let identity = PullAuth {
+        identity_token: "refresh-456".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        e.manager
+            .pull(&reference, &identity)
+            .await
+            .unwrap()
+            .image
+            .id
+            .to_string(),
+        image.config_digest
+    );
+    let e2 = env_with(config);
+    let token = PullAuth {
+        registry_token: "access-123".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        e2.manager
+            .pull(&reference, &token)
+            .await
+            .unwrap()
+            .image
+            .id
+            .to_string(),
+        image.config_digest
+    );
 }

@@ -32,13 +32,12 @@ impl ImageManager {
     /// ```
     pub async fn pull(&self, reference: &str, auth: &PullAuth) -> Result<PullResult> {
         let image = ImageRef::parse(reference)?;
-        let registry_auth = auth
-            .or_configured(&self.unpacker.config, &image.registry)
-            .to_registry_auth()?;
+        let auth = auth.or_configured(&self.unpacker.config, &image.registry);
+        auth.to_registry_auth()?; // a malformed `auth` is the caller's error, before any I/O
         let _one_at_a_time = self.pulls.lock(&format!("pull:{image}")).await;
         let lease = self.leases.acquire();
         tracing::debug!(image = %image, "pulling image");
-        let unpacked = self.unpacker.pull(&image, registry_auth, &lease).await?;
+        let unpacked = self.unpacker.pull(&image, auth, &lease).await?;
         let recorded = self.record(Some(&image), true, &unpacked)?;
         tracing::info!(image = %image, id = %recorded.id, layers_downloaded = unpacked.layers_downloaded, "image pulled");
         Ok(PullResult {
