@@ -761,7 +761,10 @@ async fn identity_token_is_traded_for_a_bearer_token_and_registry_token_is_used_
         .build(Compression::Gzip);
     let image = TestImage::oci(vec![layer.clone()], "amd64");
     let bearer = Some(("access-123".to_string(), "refresh-456".to_string()));
-    let host = fake_registry(routes_for(&image, std::slice::from_ref(&layer.blob)), bearer);
+    let host = fake_registry(
+        routes_for(&image, std::slice::from_ref(&layer.blob)),
+        bearer,
+    );
     let mut config = ImageConfig::default();
     config.registries.insert(
         host.clone(),
