@@ -194,3 +194,44 @@ fn cpu_quota_holds_under_a_busy_loop() {
     rt.delete(&ctr, true).unwrap();
     p.wait().unwrap();
 }
+
+#[test]
+fn v2_device_rules_are_enforced_by_a_bpf_program() {
+    let mount = Path::new("/sys/fs/cgroup/unified");
+    if !crius_testkit::require_root("v2_device_rules_are_enforced_by_a_bpf_program")
+        || !mount.join("cgroup.controllers").exists()
+    {
+        return;
+    }
+    use std::io::{Read, Write};
+    let name = id("crius-oci-v2-dev");
+    let cg = CgroupManager::v2_at(mount, Path::new(&name)).unwrap();
+    cg.create().unwrap();
+    let deny_all = resources(serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]}));
+    let rules = crius_oci::cgroup::device_rules(Some(&deny_all), &[]);
+    let mut with_rules = LinuxResources::default();
+    with_rules.set_devices(Some(rules));
+    cg.apply(&with_rules).unwrap();
+    let script = "read x; (echo x > /dev/null) && echo NULL-OK; (exec 3</dev/console) 2>/dev/null && echo CONSOLE-OPENED || echo CONSOLE-DENIED";
+    let mut child = Command::new("/bin/busybox")
+        .args(["sh", "-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    cg.add_process(i32::try_from(child.id()).unwrap()).unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child.wait().unwrap();
+    cg.delete().unwrap();
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["NULL-OK", "CONSOLE-DENIED"]
+    );
+}

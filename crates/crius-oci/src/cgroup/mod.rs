@@ -8,6 +8,7 @@
 //! Paths: `cgroupsPath` is relative to each hierarchy root (an absolute-looking path is
 //! taken relative to the root too); `..` components are refused.
 
+mod bpf;
 mod v1;
 mod v2;
 

@@ -108,9 +108,8 @@ impl V2Manager {
             }
         }
         self.apply_memory(r)?;
-        if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-            // v2 device control is an eBPF program attached to the cgroup; not built yet.
-            tracing::warn!(cgroup = %self.rel.display(), "device rules are not enforced on cgroup v2 yet");
+        if let Some(devices) = r.devices().as_ref().filter(|d| !d.is_empty()) {
+            super::bpf::attach(d, devices)?;
         }
         if let Some(p) = r.pids() {
             let v = if p.limit() > 0 {
