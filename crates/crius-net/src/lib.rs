@@ -21,7 +21,7 @@
 //! dedicated short-lived threads, through nix's safe API: this crate has no unsafe code.
 #![forbid(unsafe_code)]
 
-// mod builtin;
+mod builtin;
 mod cni;
 mod dns;
 mod error;
@@ -36,7 +36,7 @@ mod conformance;
 #[cfg(test)]
 mod testutil;
 
-// pub use builtin::{BuiltinNetwork, BuiltinOptions, HostPortMode, Ipv4Cidr};
+pub use builtin::{BuiltinNetwork, BuiltinOptions, HostPortMode, Ipv4Cidr};
 pub use cni::{CniNetwork, CniOptions};
 pub use dns::resolv_conf;
 pub use error::{Error, ErrorKind, Result};

@@ -2,7 +2,6 @@
 //! networks here need. The socket talks to the network namespace of the thread that opened
 //! it, so in-pod work opens its own socket on a thread inside the pod's namespace.
 
-#![allow(dead_code)] // TEMP: used by the built-in network, next commit
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
@@ -115,24 +114,6 @@ impl Netlink {
     /// The index of link `name`, if it exists.
     pub(crate) fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
         Ok(self.link(name)?.map(|l| l.header.index))
-    }
-
-    /// Every link's name.
-    pub(crate) fn link_names(&mut self) -> io::Result<Vec<String>> {
-        let answers = self.request(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(answers
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => l.attributes.into_iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n),
-                    _ => None,
-                }),
-                _ => None,
-            })
-            .collect())
     }
 
     /// Creates a bridge called `name`.

@@ -151,7 +151,6 @@ pub(crate) fn delete_link(name: &str) {
     }
 }
 
-#[allow(dead_code)]
 /// Whether the host has a link called `name`.
 pub(crate) fn link_exists(name: &str) -> bool {
     let mut nl = crate::netlink::Netlink::open().unwrap();

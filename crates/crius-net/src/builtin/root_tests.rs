@@ -1,0 +1,199 @@
+//! Built-in network tests on the real kernel (as root).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+
+use super::{BuiltinNetwork, BuiltinOptions, HostPorts, Ipv4Cidr};
+use crate::conformance::{conformance_suite, Fixture};
+use crate::error::ErrorKind;
+use crate::netlink::Netlink;
+use crate::plugin::NetworkPlugin;
+use crate::testutil::{bridge_for, link_exists, port_for, request, subnet_for, TestNetns};
+use crate::types::{PortMapping, Protocol};
+
+/// A built-in network with a bridge and /24 unique to the test; removed on drop.
+struct Env {
+    _dir: tempfile::TempDir,
+    opts: BuiltinOptions,
+}
+
+impl Env {
+    fn new(name: &str, prefix: u8) -> Option<Self> {
+        if !crius_testkit::require_root(name) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let opts = BuiltinOptions {
+            bridge: bridge_for(name),
+            pod_cidr: Ipv4Cidr::new(subnet_for(name), prefix).unwrap(),
+            state_dir: dir.path().join("state"),
+            ..Default::default()
+        };
+        Some(Env { _dir: dir, opts })
+    }
+
+    fn net(&self) -> BuiltinNetwork {
+        BuiltinNetwork::new(self.opts.clone()).unwrap()
+    }
+
+    fn records(&self) -> usize {
+        self.net()
+            .store
+            .update(|db| Ok((false, db.pods.len())))
+            .unwrap()
+    }
+
+    /// Addresses on the bridge.
+    fn bridge_addresses(&self) -> Vec<(IpAddr, u8)> {
+        let mut nl = Netlink::open().unwrap();
+        let Some(i) = nl.link_index(&self.opts.bridge).unwrap() else {
+            return Vec::new();
+        };
+        nl.addresses(i)
+            .unwrap()
+            .into_iter()
+            .filter(|(a, _)| a.is_ipv4())
+            .collect()
+    }
+
+    fn dnat_rules(&self) -> Vec<String> {
+        match super::hostport::find_iptables() {
+            Some(bin) => HostPorts::new(&bin, &self.opts.bridge).rules(),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.net().remove_host_state();
+    }
+}
+
+#[test]
+fn builtin_passes_the_conformance_suite() {
+    let Some(env) = Env::new("builtin_passes_the_conformance_suite", 24) else {
+        return;
+    };
+    let opts = env.opts.clone();
+    let make =
+        move || Box::new(BuiltinNetwork::new(opts.clone()).unwrap()) as Box<dyn NetworkPlugin>;
+    conformance_suite(&Fixture {
+        name: "builtin-conf",
+        make: &make,
+        subnet: env.opts.pod_cidr.network(),
+        prefix: 24,
+        check_with_host_ports: true,
+    });
+    assert_eq!(env.records(), 0);
+    assert!(env.dnat_rules().is_empty(), "{:?}", env.dnat_rules());
+    let gw = IpAddr::V4(env.opts.pod_cidr.gateway());
+    assert_eq!(env.bridge_addresses(), vec![(gw, 24)]);
+    // Default: no masquerade of the pod cidr towards the outside.
+    let postrouting = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S", "POSTROUTING"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&postrouting.stdout);
+    assert!(!text.contains(&env.opts.pod_cidr.to_string()), "{text}");
+}
+
+#[test]
+fn sixty_pods_set_up_and_torn_down_leave_no_veth_address_or_record() {
+    let Some(env) = Env::new(
+        "sixty_pods_set_up_and_torn_down_leave_no_veth_address_or_record",
+        24,
+    ) else {
+        return;
+    };
+    let net = env.net();
+    let pods: Vec<(TestNetns, String)> = (0..60)
+        .map(|i| (TestNetns::new(), format!("many-{i}")))
+        .collect();
+    let mut ips = std::collections::HashSet::new();
+    for (ns, id) in &pods {
+        let st = net.setup(&request(id, ns)).unwrap();
+        assert!(ips.insert(st.ips[0]), "{} given twice", st.ips[0]);
+    }
+    assert_eq!(env.records(), 60);
+    for (ns, id) in &pods {
+        net.teardown(&request(id, ns)).unwrap();
+    }
+    assert_eq!(env.records(), 0);
+    for (ns, id) in &pods {
+        assert!(!link_exists(&super::link::host_veth_name(id)));
+        assert!(super::link::pod_addresses(ns.path()).unwrap().is_empty());
+    }
+    let gw = IpAddr::V4(env.opts.pod_cidr.gateway());
+    assert_eq!(env.bridge_addresses(), vec![(gw, 24)]);
+}
+
+#[test]
+fn full_pod_cidr_is_resource_exhausted_and_leaks_nothing() {
+    let Some(env) = Env::new("full_pod_cidr_is_resource_exhausted_and_leaks_nothing", 30) else {
+        return;
+    };
+    let net = env.net();
+    let (ns1, ns2) = (TestNetns::new(), TestNetns::new());
+    let st = net.setup(&request("full-1", &ns1)).unwrap();
+    assert_eq!(
+        st.ips[0],
+        IpAddr::V4(Ipv4Addr::from(u32::from(env.opts.pod_cidr.network()) + 2))
+    );
+    let err = net.setup(&request("full-2", &ns2)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ResourceExhausted, "{err}");
+    assert!(!link_exists(&super::link::host_veth_name("full-2")));
+    net.teardown(&request("full-1", &ns1)).unwrap();
+    net.setup(&request("full-2", &ns2)).unwrap();
+    net.teardown(&request("full-2", &ns2)).unwrap();
+    assert_eq!(env.records(), 0);
+}
+
+#[test]
+fn host_port_taken_by_another_pod_is_already_exists() {
+    let Some(env) = Env::new("host_port_taken_by_another_pod_is_already_exists", 24) else {
+        return;
+    };
+    let net = env.net();
+    let (ns1, ns2) = (TestNetns::new(), TestNetns::new());
+    let port = PortMapping {
+        protocol: Protocol::Tcp,
+        container_port: 80,
+        host_port: port_for("host_port_taken_by_another_pod_is_already_exists"),
+        host_ip: None,
+    };
+    let mut a = request("hp-a", &ns1);
+    a.port_mappings.push(port.clone());
+    let mut b = request("hp-b", &ns2);
+    b.port_mappings.push(port);
+    net.setup(&a).unwrap();
+    assert_eq!(net.setup(&b).unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(env.dnat_rules().len(), 1);
+    net.teardown(&a).unwrap();
+    assert!(env.dnat_rules().is_empty());
+    assert_eq!(env.records(), 0);
+}
+
+#[test]
+fn failed_in_pod_setup_is_rolled_back() {
+    let Some(env) = Env::new("failed_in_pod_setup_is_rolled_back", 24) else {
+        return;
+    };
+    let net = env.net();
+    let ns = TestNetns::new();
+    // An eth0 already in the pod makes the veth creation fail after the address is taken.
+    let status = Command::new("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .args(["ip", "link", "add", "eth0", "type", "bridge"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = net.setup(&request("rollback", &ns)).unwrap_err();
+    assert!(
+        matches!(err, crate::Error::SetupFailed { cleanup: None, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("eth0"), "{err}");
+    assert_eq!(env.records(), 0);
+    assert!(!link_exists(&super::link::host_veth_name("rollback")));
+}
