@@ -2,13 +2,15 @@
 //!
 //! **Owns**: turning an OCI runtime spec (`oci-spec`) and a rootfs into a running,
 //! isolated process whose stdio are descriptors the caller passes: namespaces (created or
-//! joined by path, user namespaces with id maps), the root filesystem (spec mounts
-//! resolved inside the rootfs, `/dev`, `pivot_root`, masked and read-only paths),
-//! privileges (capabilities, no_new_privs, seccomp, AppArmor/SELinux, rlimits, user and
-//! groups), cgroups v1 and v2 ([`cgroup::CgroupManager`]), exec into a running container,
-//! pty allocation; the [`OciRuntime`] trait with the built-in [`BuiltinRuntime`] and
-//! [`BinaryRuntime`] for runc-compatible CLIs; [`seccomp::default_seccomp`] and
-//! [`spec::secure_default`].
+//! joined by path, user namespaces with id maps written by the parent), the root
+//! filesystem (spec mounts resolved inside the rootfs, id-mapped bind mounts, `/dev`,
+//! `pivot_root`, masked and read-only paths, read-only root), privileges (capabilities,
+//! no_new_privs, seccomp, AppArmor/SELinux, rlimits, umask, oom_score_adj, user and
+//! groups, sysctls), cgroups v1 and v2 with device control ([`cgroup::CgroupManager`];
+//! v1 `devices.*` files, v2 a BPF device program), exec into a running container, ptys on
+//! the container's own devpts; the [`OciRuntime`] trait with the built-in
+//! [`BuiltinRuntime`] and [`BinaryRuntime`] for runc-compatible CLIs;
+//! [`seccomp::default_seccomp`] and [`spec::secure_default`].
 //!
 //! **Refuses**: async (no tokio: the caller is the single-threaded per-pod monitor;
 //! never call the built-in runtime from a multi-threaded process), persistence of

@@ -28,6 +28,15 @@ fn sleeper() -> Child {
         .unwrap()
 }
 
+/// Deletes the cgroup even when an assertion fails first.
+struct Cleanup(CgroupManager);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = self.0.delete();
+    }
+}
+
 fn v1_host() -> bool {
     Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
 }
@@ -39,6 +48,7 @@ fn v1_limits_apply_update_live_and_report_stats() {
     }
     let name = id("crius-oci-v1");
     let cg = CgroupManager::new(Path::new(&name)).unwrap();
+    let _cleanup = Cleanup(cg.clone());
     assert!(matches!(cg, CgroupManager::V1(_)));
     cg.create().unwrap();
     cg.apply(&resources(serde_json::json!({
@@ -116,6 +126,7 @@ fn v1_refuses_unified_entries() {
     }
     let name = id("crius-oci-v1-unified");
     let cg = CgroupManager::new(Path::new(&name)).unwrap();
+    let _cleanup = Cleanup(cg.clone());
     cg.create().unwrap();
     let err = cg
         .apply(&resources(
@@ -136,6 +147,7 @@ fn v2_creates_freezes_kills_and_deletes_on_the_unified_mount() {
     }
     let name = id("crius-oci-v2");
     let cg = CgroupManager::v2_at(mount, Path::new(&name)).unwrap();
+    let _cleanup = Cleanup(cg.clone());
     cg.create().unwrap();
     let dir = mount.join(&name);
     if dir.join("hugetlb.2MB.max").exists() {
@@ -206,6 +218,7 @@ fn v2_device_rules_are_enforced_by_a_bpf_program() {
     use std::io::{Read, Write};
     let name = id("crius-oci-v2-dev");
     let cg = CgroupManager::v2_at(mount, Path::new(&name)).unwrap();
+    let _cleanup = Cleanup(cg.clone());
     cg.create().unwrap();
     let deny_all = resources(serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]}));
     let rules = crius_oci::cgroup::device_rules(Some(&deny_all), &[]);
