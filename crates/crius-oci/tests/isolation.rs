@@ -374,3 +374,67 @@ fn a_terminal_process_gets_a_pty_and_the_caller_the_master() {
     }
     common::terminal_suite(&mut BuiltinRuntime::new(), "builtin");
 }
+
+#[test]
+fn a_second_container_joins_the_first_ones_user_pid_and_net_namespaces() {
+    if !crius_testkit::require_root(
+        "a_second_container_joins_the_first_ones_user_pid_and_net_namespaces",
+    ) {
+        return;
+    }
+    let bundle = Bundle::new();
+    let base = 400_000;
+    let first = userns_spec(&bundle, base, &["/bin/sleep", "30"]);
+    let mut rt = BuiltinRuntime::new();
+    let pod = id("pod");
+    let init = rt
+        .create(&pod, bundle.path(), &first, Stdio::default())
+        .unwrap();
+    rt.start(&pod).unwrap();
+
+    let script =
+        "cat /proc/self/uid_map; echo $$; cat /proc/1/cmdline; echo; readlink /proc/self/ns/net";
+    let mut second = bundle.spec(&["/bin/sh", "-c", script]);
+    let linux = second.linux_mut().as_mut().unwrap();
+    let mut namespaces: Vec<LinuxNamespace> = linux
+        .namespaces()
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter(|n| {
+            !matches!(
+                n.typ(),
+                LinuxNamespaceType::Pid | LinuxNamespaceType::Network
+            )
+        })
+        .collect();
+    for (typ, name) in [
+        (LinuxNamespaceType::User, "user"),
+        (LinuxNamespaceType::Pid, "pid"),
+        (LinuxNamespaceType::Network, "net"),
+    ] {
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(typ);
+        ns.set_path(Some(format!("/proc/{}/ns/{name}", init.pid()).into()));
+        namespaces.push(ns);
+    }
+    linux.set_namespaces(Some(namespaces));
+    let out = run(&mut rt, &id("pod-member"), bundle.path(), &second).unwrap();
+    let net = std::fs::read_link(format!("/proc/{}/ns/net", init.pid())).unwrap();
+    rt.delete(&pod, true).unwrap();
+    init.wait().unwrap();
+
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["0", "400000", "65536"],
+        "{out:?}"
+    );
+    let pid: u32 = lines[1].parse().unwrap();
+    assert!(
+        pid > 1,
+        "joined the pod's pid namespace, where the first init is pid 1"
+    );
+    assert!(lines[2].starts_with("/bin/sleep"), "{out:?}");
+    assert_eq!(lines[3], net.to_string_lossy());
+}
