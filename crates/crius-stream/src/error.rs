@@ -52,6 +52,12 @@ pub enum Error {
     /// A timeout waiting for the client to open its streams.
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    /// The server refused an upgrade (client side).
+    #[error("stream server answered http status {status}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+    },
     /// An error reported by the [`crate::StreamBackend`].
     #[error("{message}")]
     Backend {
@@ -81,6 +87,8 @@ impl Error {
             Error::Protocol(_) => ErrorKind::InvalidArgument,
             Error::Io(_) => ErrorKind::Unavailable,
             Error::Timeout(_) => ErrorKind::DeadlineExceeded,
+            Error::Refused { status: 404 } => ErrorKind::NotFound,
+            Error::Refused { .. } => ErrorKind::FailedPrecondition,
             Error::Backend { kind, .. } => *kind,
         }
     }

@@ -64,6 +64,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+pub mod client;
 mod error;
 mod server;
 mod session;

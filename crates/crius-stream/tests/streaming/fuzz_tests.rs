@@ -171,5 +171,5 @@ async fn hostile_bytes_on_live_connections_never_panic_the_server() {
         .issue_exec(exec_req(&["echo", "ok"], false, false, false))
         .unwrap();
     let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
-    assert_eq!(c.collect().await[&1], b"ok");
+    assert_eq!(c.collect().await.unwrap()[&1], b"ok");
 }

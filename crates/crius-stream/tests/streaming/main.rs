@@ -5,6 +5,5 @@
 mod common;
 mod fuzz_tests;
 mod kubectl_tests;
-mod spdy_client;
 mod spdy_tests;
 mod ws_tests;

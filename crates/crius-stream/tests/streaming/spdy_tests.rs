@@ -2,14 +2,14 @@ use crius_stream::AttachRequest;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::spdy_client::SpdyClient;
+use crius_stream::client::spdy::{ClientStream, SpdyClient};
 
 const V4: &str = "v4.channel.k8s.io";
 
-async fn exec_streams(c: &mut SpdyClient, kinds: &[&str]) -> Vec<crate::spdy_client::ClientStream> {
+async fn exec_streams(c: &mut SpdyClient, kinds: &[&str]) -> Vec<ClientStream> {
     let mut v = Vec::new();
     for k in kinds {
-        v.push(c.open(&[("streamType", k)]).await);
+        v.push(c.open(&[("streamType", k)]).await.unwrap());
     }
     v
 }
@@ -25,12 +25,12 @@ async fn spdy_v4_exec_echoes_stdin_and_reports_success() {
         .unwrap();
     assert_eq!(c.protocol, V4);
     let mut s = exec_streams(&mut c, &["error", "stdin", "stdout"]).await;
-    s[1].send(b"over spdy").await;
-    s[1].close().await;
+    s[1].send(b"over spdy").await.unwrap();
+    s[1].close().await.unwrap();
     assert_eq!(s[2].read_all().await, b"over spdy");
     let status: Value = serde_json::from_slice(&s[0].read_all().await).unwrap();
     assert_eq!(status["status"], "Success");
-    c.go_away().await;
+    c.go_away().await.unwrap();
 }
 
 #[tokio::test]
@@ -71,7 +71,7 @@ async fn spdy_tty_resize_reaches_backend() {
         .unwrap();
     let mut c = SpdyClient::connect(&url, &[V4], false).await.unwrap();
     let mut s = exec_streams(&mut c, &["error", "stdin", "stdout", "resize"]).await;
-    s[3].send(b"{\"Width\":200,\"Height\":50}\n").await;
+    s[3].send(b"{\"Width\":200,\"Height\":50}\n").await.unwrap();
     assert_eq!(s[2].read_all().await, b"200x50\n");
     let status: Value = serde_json::from_slice(&s[0].read_all().await).unwrap();
     assert_eq!(status["status"], "Success");
@@ -90,8 +90,8 @@ async fn spdy_attach_streams_output_and_stdin() {
     let url = srv.issue_attach(req).unwrap();
     let mut c = SpdyClient::connect(&url, &[V4], false).await.unwrap();
     let mut s = exec_streams(&mut c, &["error", "stdin", "stdout"]).await;
-    s[1].send(b"keys").await;
-    s[1].close().await;
+    s[1].send(b"keys").await.unwrap();
+    s[1].close().await.unwrap();
     assert_eq!(s[2].read_all().await, b"attached\nkeys");
 }
 
@@ -102,9 +102,7 @@ async fn spdy_unsupported_protocol_is_forbidden() {
         .issue_exec(exec_req(&["cat"], false, true, false))
         .unwrap();
     assert_eq!(
-        SpdyClient::connect(&url, &["v9.channel.k8s.io"], false)
-            .await
-            .err(),
+        refused(SpdyClient::connect(&url, &["v9.channel.k8s.io"], false).await),
         Some(403)
     );
 }
@@ -121,8 +119,8 @@ async fn spdy_sixteen_concurrent_execs() {
             let mut c = SpdyClient::connect(&url, &[V4], i % 2 == 0).await.unwrap();
             let mut s = exec_streams(&mut c, &["error", "stdin", "stdout"]).await;
             let msg = format!("spdy exec {i}");
-            s[1].send(msg.as_bytes()).await;
-            s[1].close().await;
+            s[1].send(msg.as_bytes()).await.unwrap();
+            s[1].close().await.unwrap();
             assert_eq!(s[2].read_all().await, msg.as_bytes());
         }));
     }
@@ -131,21 +129,16 @@ async fn spdy_sixteen_concurrent_execs() {
     }
 }
 
-async fn pf_pair(
-    c: &mut SpdyClient,
-    port: u16,
-    req: &str,
-) -> (
-    crate::spdy_client::ClientStream,
-    crate::spdy_client::ClientStream,
-) {
+async fn pf_pair(c: &mut SpdyClient, port: u16, req: &str) -> (ClientStream, ClientStream) {
     let p = port.to_string();
     let e = c
         .open(&[("streamType", "error"), ("port", &p), ("requestID", req)])
-        .await;
+        .await
+        .unwrap();
     let d = c
         .open(&[("streamType", "data"), ("port", &p), ("requestID", req)])
-        .await;
+        .await
+        .unwrap();
     (d, e)
 }
 
@@ -162,8 +155,8 @@ async fn spdy_port_forward_runs_several_streams_on_one_connection() {
         pairs.push(pf_pair(&mut c, port, &i.to_string()).await);
     }
     for (i, (d, _)) in pairs.iter().enumerate() {
-        d.send(format!("stream {i}").as_bytes()).await;
-        d.close().await;
+        d.send(format!("stream {i}").as_bytes()).await.unwrap();
+        d.close().await.unwrap();
     }
     for (i, (d, e)) in pairs.iter_mut().enumerate() {
         assert_eq!(d.read_all().await, format!("stream {i}").as_bytes());
@@ -206,8 +199,8 @@ async fn large_copy(flow: bool) {
     let data = std::sync::Arc::new(data);
     let sent = data.clone();
     let sender = tokio::spawn(async move {
-        d.send(&sent).await;
-        d.close().await;
+        d.send(&sent).await.unwrap();
+        d.close().await.unwrap();
         d
     });
     // The client buffers what comes back while it sends; read it after.
@@ -235,7 +228,7 @@ async fn spdy_client_disconnect_cancels_the_backend() {
         .unwrap();
     let mut c = SpdyClient::connect(&url, &[V4], false).await.unwrap();
     let _s = exec_streams(&mut c, &["error", "stdout"]).await;
-    c.go_away().await;
+    c.go_away().await.unwrap();
     for _ in 0..100 {
         if backend.cancelled.load(std::sync::atomic::Ordering::SeqCst) == 1 {
             return;
@@ -289,13 +282,14 @@ async fn spdy_port_forward_resets_a_pair_missing_its_partner() {
     let p = port.to_string();
     let mut lonely = c
         .open(&[("streamType", "data"), ("port", &p), ("requestID", "9")])
-        .await;
+        .await
+        .unwrap();
     let t = tokio::time::timeout(std::time::Duration::from_secs(5), lonely.read_all());
     assert!(t.await.unwrap().is_empty());
     // The session still serves complete pairs.
     let (mut d, _e) = pf_pair(&mut c, port, "10").await;
-    d.send(b"still alive").await;
-    d.close().await;
+    d.send(b"still alive").await.unwrap();
+    d.close().await.unwrap();
     assert_eq!(d.read_all().await, b"still alive");
 }
 

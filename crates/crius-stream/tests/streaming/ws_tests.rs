@@ -17,10 +17,10 @@ async fn ws_v5_exec_echoes_stdin_and_reports_success() {
         .unwrap();
     let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
     assert_eq!(c.protocol, "v5.channel.k8s.io");
-    c.send(0, b"hello ").await;
-    c.send(0, b"world").await;
-    c.send(255, &[0]).await;
-    let out = c.collect().await;
+    c.send(0, b"hello ").await.unwrap();
+    c.send(0, b"world").await.unwrap();
+    c.send(255, &[0]).await.unwrap();
+    let out = c.collect().await.unwrap();
     assert_eq!(out[&1], b"hello world");
     assert_eq!(status(&out)["status"], "Success");
 }
@@ -32,7 +32,7 @@ async fn ws_v4_exec_propagates_non_zero_exit_code() {
         .issue_exec(exec_req(&["exit", "3"], false, false, true))
         .unwrap();
     let mut c = WsClient::connect(&url, "v4.channel.k8s.io").await.unwrap();
-    let out = c.collect().await;
+    let out = c.collect().await.unwrap();
     assert_eq!(out[&1], b"bye\n");
     assert_eq!(out[&2], b"err\n");
     let s = status(&out);
@@ -51,7 +51,7 @@ async fn ws_base64_protocol_encodes_channels_as_text() {
         .await
         .unwrap();
     assert_eq!(c.protocol, "v4.base64.channel.k8s.io");
-    let out = c.collect().await;
+    let out = c.collect().await.unwrap();
     assert_eq!(out[&1], b"hi there");
     assert_eq!(status(&out)["status"], "Success");
 }
@@ -63,8 +63,8 @@ async fn ws_tty_resize_reaches_backend() {
         .issue_exec(exec_req(&["resize"], true, true, false))
         .unwrap();
     let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
-    c.send(4, br#"{"Width":132,"Height":43}"#).await;
-    let out = c.collect().await;
+    c.send(4, br#"{"Width":132,"Height":43}"#).await.unwrap();
+    let out = c.collect().await.unwrap();
     assert_eq!(out[&1], b"132x43\n");
 }
 
@@ -75,7 +75,7 @@ async fn ws_backend_error_becomes_failure_status() {
         .issue_exec(exec_req(&["fail"], false, false, false))
         .unwrap();
     let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
-    let out = c.collect().await;
+    let out = c.collect().await.unwrap();
     let s = status(&out);
     assert_eq!(s["status"], "Failure");
     assert_eq!(s["message"], "container is not running");
@@ -93,9 +93,9 @@ async fn ws_attach_streams_output_and_stdin() {
     };
     let url = srv.issue_attach(req).unwrap();
     let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
-    c.send(0, b"typed").await;
-    c.send(255, &[0]).await;
-    let out = c.collect().await;
+    c.send(0, b"typed").await.unwrap();
+    c.send(255, &[0]).await.unwrap();
+    let out = c.collect().await.unwrap();
     assert_eq!(out[&1], b"attached\ntyped");
     assert_eq!(status(&out)["status"], "Success");
 }
@@ -111,9 +111,9 @@ async fn ws_sixteen_concurrent_execs_each_get_their_own_output() {
         tasks.push(tokio::spawn(async move {
             let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
             let msg = format!("exec number {i}");
-            c.send(0, msg.as_bytes()).await;
-            c.send(255, &[0]).await;
-            let out = c.collect().await;
+            c.send(0, msg.as_bytes()).await.unwrap();
+            c.send(255, &[0]).await.unwrap();
+            let out = c.collect().await.unwrap();
             assert_eq!(out[&1], msg.as_bytes());
         }));
     }
@@ -131,12 +131,12 @@ async fn ws_port_forward_copies_to_local_echo_server() {
     // The first message on each channel is the port, little-endian.
     let mut got_prefix = 0;
     while got_prefix < 2 {
-        let f = c.recv().await.unwrap();
+        let f = c.recv().await.unwrap().unwrap();
         assert_eq!(&f.payload[1..], &port.to_le_bytes());
         got_prefix += 1;
     }
-    c.send(0, b"ping through the tunnel").await;
-    let f = c.recv().await.unwrap();
+    c.send(0, b"ping through the tunnel").await.unwrap();
+    let f = c.recv().await.unwrap().unwrap();
     assert_eq!(f.payload[0], 0);
     assert_eq!(&f.payload[1..], b"ping through the tunnel");
     assert_eq!(
@@ -154,12 +154,12 @@ async fn token_is_single_use_and_wrong_token_is_404() {
     let c = WsClient::connect(&url, "v5.channel.k8s.io").await;
     assert!(c.is_ok());
     assert_eq!(
-        WsClient::connect(&url, "v5.channel.k8s.io").await.err(),
+        refused(WsClient::connect(&url, "v5.channel.k8s.io").await),
         Some(404)
     );
     let wrong = format!("{}X", &url[..url.len() - 1]);
     assert_eq!(
-        WsClient::connect(&wrong, "v5.channel.k8s.io").await.err(),
+        refused(WsClient::connect(&wrong, "v5.channel.k8s.io").await),
         Some(404)
     );
     let (status, _, rest, _) =
@@ -180,7 +180,7 @@ async fn expired_token_is_404() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert_eq!(
-        WsClient::connect(&url, "v5.channel.k8s.io").await.err(),
+        refused(WsClient::connect(&url, "v5.channel.k8s.io").await),
         Some(404)
     );
 }
@@ -232,7 +232,7 @@ async fn ws_garbage_frame_ends_the_session() {
     wait_cancelled(&backend).await;
     // The server closes the connection.
     let end = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(f) = c.recv().await {
+        while let Some(f) = c.recv().await.unwrap() {
             if f.opcode == crius_stream::ws::frame::OP_CLOSE {
                 break;
             }
@@ -303,4 +303,33 @@ async fn ws_port_forward_two_ports_and_20_mib_intact() {
     let _ = writer.await.unwrap();
     assert_eq!(per_channel[&2], b"second port");
     assert!(per_channel[&0] == data, "20 MiB payload corrupted");
+}
+
+#[tokio::test]
+async fn library_client_runs_exec_and_port_forward() {
+    use crius_stream::client::spdy::PortForwardClient;
+    let (srv, _) = server().await;
+    let url = srv
+        .issue_exec(exec_req(&["cat"], false, true, false))
+        .unwrap();
+    let out = WsClient::exec(&url, Some(b"via the library client"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"via the library client");
+    assert_eq!(out.exit_code(), Some(0));
+    let url = srv
+        .issue_exec(exec_req(&["exit", "42"], false, false, false))
+        .unwrap();
+    assert_eq!(
+        WsClient::exec(&url, None).await.unwrap().exit_code(),
+        Some(42)
+    );
+
+    let port = echo_server().await;
+    let url = srv.issue_port_forward("pod1", &[port]).unwrap();
+    let mut pf = PortForwardClient::connect(&url).await.unwrap();
+    let (mut d, _e) = pf.open(port).await.unwrap();
+    d.send(b"pf").await.unwrap();
+    d.close().await.unwrap();
+    assert_eq!(d.read_all().await, b"pf");
 }
