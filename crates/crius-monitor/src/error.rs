@@ -156,11 +156,17 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+    /// An I/O failure with its context.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),
             source,
         }
+    }
+
+    /// An I/O failure on `path`.
+    pub fn io_at(path: &std::path::Path, source: io::Error) -> Self {
+        Error::io(path.display().to_string(), source)
     }
 
     /// A syscall failure naming the operation.

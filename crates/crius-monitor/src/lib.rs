@@ -28,3 +28,10 @@ pub mod spawn;
 pub use client::{EventStream, ExecOutput, MonitorClient};
 pub use error::{Error, ErrorKind, Result};
 pub use spawn::{read_status, spawn_monitor, IdMappings, MonitorHandle, PodConfig, PodNamespaces};
+
+/// crius-oci's secure defaults, for criusd's spec builder (which must not link the
+/// forking parts of crius-oci directly; these are plain data).
+pub mod oci_defaults {
+    pub use crius_oci::default_seccomp;
+    pub use crius_oci::spec::{DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
+}

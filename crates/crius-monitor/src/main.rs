@@ -1,1 +1,171 @@
-fn main() {}
+//! `crius-monitor --config <state_dir>/pod.json`: the per-pod monitor process.
+//!
+//! Started by criusd through [`crius_monitor::spawn_monitor`]. It detaches (fork, setsid,
+//! fork: the process criusd spawned exits at once and is reaped by criusd; the monitor is
+//! in its own session with no controlling terminal and survives criusd), closes every
+//! inherited fd above stderr, pins the pod's namespaces, binds its socket, then reports
+//! `READY <pid>` (or `ERROR <message>`) on the stdout pipe criusd reads and serves
+//! until `Shutdown`. Its own log goes to `<state_dir>/monitor.log`.
+#![deny(unsafe_code)]
+
+mod monitor;
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::Mode;
+use nix::unistd::ForkResult;
+
+use crius_monitor::{Error, PodConfig, Result};
+use monitor::{sys, Monitor};
+
+fn main() {
+    sys::close_fds_from(3);
+    let path = match parse_args() {
+        Some(p) => p,
+        None => {
+            eprintln!("usage: crius-monitor --config <pod.json>");
+            std::process::exit(2);
+        }
+    };
+    let config = match read_config(&path) {
+        Ok(c) => c,
+        Err(e) => report_and_exit(&format!("ERROR {e}")),
+    };
+    daemonize();
+    match setup(&config) {
+        Ok(monitor) => {
+            report(&format!("READY {}", std::process::id()));
+            if let Ok(null) = std::fs::File::open("/dev/null") {
+                let _ = nix::unistd::dup2_stdout(&null);
+            }
+            tracing::info!(pod_id = %config.pod_id, "monitor ready");
+            monitor.run()
+        }
+        Err(e) => {
+            tracing::error!(pod_id = %config.pod_id, error = %e, "monitor setup failed");
+            report_and_exit(&format!("ERROR {e}"))
+        }
+    }
+}
+
+fn parse_args() -> Option<PathBuf> {
+    let mut args = std::env::args_os().skip(1);
+    match (args.next(), args.next(), args.next()) {
+        (Some(flag), Some(path), None) if flag == "--config" => Some(PathBuf::from(path)),
+        _ => None,
+    }
+}
+
+fn read_config(path: &Path) -> Result<PodConfig> {
+    let data = std::fs::read(path).map_err(|e| Error::Io {
+        context: format!("read {}", path.display()),
+        source: e,
+    })?;
+    let config: PodConfig = serde_json::from_slice(&data)
+        .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn report(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", line.replace('\n', " "));
+    let _ = out.flush();
+}
+
+fn report_and_exit(line: &str) -> ! {
+    report(line);
+    std::process::exit(1)
+}
+
+/// fork, setsid, fork: only the grandchild returns. The first process waits for the
+/// middle one, so the spawner reaps exactly one short-lived child.
+fn daemonize() {
+    match sys::fork_process() {
+        Ok(ForkResult::Parent { child }) => {
+            let code = match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => 0,
+                _ => 1,
+            };
+            sys::exit_now(code)
+        }
+        Ok(ForkResult::Child) => {}
+        Err(e) => report_and_exit(&format!("ERROR fork: {e}")),
+    }
+    if let Err(e) = nix::unistd::setsid() {
+        report(&format!("ERROR setsid: {e}"));
+        sys::exit_now(1);
+    }
+    match sys::fork_process() {
+        Ok(ForkResult::Parent { .. }) => sys::exit_now(0),
+        Ok(ForkResult::Child) => {}
+        Err(e) => {
+            report(&format!("ERROR fork: {e}"));
+            sys::exit_now(1)
+        }
+    }
+}
+
+fn setup(config: &PodConfig) -> Result<Monitor> {
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| Error::sys("PR_SET_CHILD_SUBREAPER", e))?;
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o077));
+    let _ = std::env::set_current_dir("/");
+    redirect_stdio(config)?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let socket = config.socket_path();
+    if UnixStream::connect(&socket).is_ok() {
+        return Err(Error::InvalidConfig(format!(
+            "a monitor already serves {}",
+            socket.display()
+        )));
+    }
+    let _ = std::fs::remove_file(&socket);
+    let containers = config.state_dir.join("containers");
+    std::fs::create_dir_all(&containers).map_err(|e| Error::io_at(&containers, e))?;
+    let mut pins = monitor::pin_namespaces(config)?;
+    match listen(&socket).and_then(|l| {
+        let sigchld = sys::sigchld_pipe().map_err(|e| Error::sys("SIGCHLD pipe", e))?;
+        Ok((l, sigchld))
+    }) {
+        Ok((listener, sigchld)) => {
+            sys::default_sigpipe();
+            Ok(Monitor::new(config.clone(), listener, sigchld, pins))
+        }
+        Err(e) => {
+            let _ = pins.release();
+            let _ = std::fs::remove_file(&socket);
+            Err(e)
+        }
+    }
+}
+
+fn redirect_stdio(config: &PodConfig) -> Result<()> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(config.log_path())
+        .map_err(|e| Error::io_at(&config.log_path(), e))?;
+    let null =
+        std::fs::File::open("/dev/null").map_err(|e| Error::io_at(Path::new("/dev/null"), e))?;
+    nix::unistd::dup2_stdin(&null).map_err(|e| Error::sys("dup2 stdin", e))?;
+    nix::unistd::dup2_stderr(&log).map_err(|e| Error::sys("dup2 stderr", e))?;
+    Ok(())
+}
+
+fn listen(socket: &Path) -> Result<UnixListener> {
+    let listener = UnixListener::bind(socket).map_err(|e| Error::io_at(socket, e))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io_at(socket, e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io_at(socket, e))?;
+    Ok(listener)
+}
