@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use futures_util::{stream, StreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
@@ -65,29 +66,46 @@ pub(crate) struct Unpacker {
     pub opts: UnpackOptions,
 }
 
-fn classify(reference: &str, host: &str, e: oci_client::errors::OciDistributionError) -> Error {
-    let text = format!("{e:?}");
-    if text.contains("Unauthorized")
-        || text.contains("AuthenticationFailure")
-        || text.contains("Denied")
-    {
-        Error::Unauthorized {
-            registry: host.to_string(),
-            reason: e.to_string(),
+fn classify(reference: &str, host: &str, e: OciDistributionError) -> Error {
+    use oci_client::errors::OciErrorCode as Code;
+    let unauthorized = |e: &OciDistributionError| Error::Unauthorized {
+        registry: host.to_string(),
+        reason: e.to_string(),
+    };
+    let not_found = |e: &OciDistributionError| Error::RemoteNotFound {
+        reference: reference.to_string(),
+        reason: e.to_string(),
+    };
+    match &e {
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => unauthorized(&e),
+        OciDistributionError::ImageManifestNotFoundError(_) => not_found(&e),
+        OciDistributionError::ServerError {
+            code: 401 | 403, ..
+        } => unauthorized(&e),
+        OciDistributionError::ServerError { code: 404, .. } => not_found(&e),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let has = |codes: &[Code]| envelope.errors.iter().any(|x| codes.contains(&x.code));
+            if has(&[Code::Unauthorized, Code::Denied]) {
+                unauthorized(&e)
+            } else if has(&[
+                Code::ManifestUnknown,
+                Code::NameUnknown,
+                Code::BlobUnknown,
+                Code::NotFound,
+            ]) {
+                not_found(&e)
+            } else {
+                Error::Registry {
+                    reference: reference.to_string(),
+                    reason: e.to_string(),
+                }
+            }
         }
-    } else if text.contains("ManifestUnknown")
-        || text.contains("NameUnknown")
-        || text.contains("NotFound")
-    {
-        Error::RemoteNotFound {
+        _ => Error::Registry {
             reference: reference.to_string(),
             reason: e.to_string(),
-        }
-    } else {
-        Error::Registry {
-            reference: reference.to_string(),
-            reason: e.to_string(),
-        }
+        },
     }
 }
 
@@ -364,7 +382,7 @@ impl Unpacker {
             &chain.hex()[..12]
         );
         let mounts = self.snapshots.prepare(&key, None)?;
-        let mut active = ActiveSnapshot {
+        let active = ActiveSnapshot {
             snapshots: Arc::clone(&self.snapshots),
             key,
             armed: true,
@@ -391,7 +409,6 @@ impl Unpacker {
             self.download_and_unpack(f, d, diff_id, compression, dest)
                 .await?
         };
-        active.armed = true;
         Ok(LayerDone {
             active: Some(active),
             size,
