@@ -112,4 +112,12 @@ pub(crate) fn conformance_suite(fx: &Fixture<'_>) {
     assert!(in_subnet(st_a2.ips[0], fx.subnet, fx.prefix));
     net.teardown(&req_a2).unwrap();
     net.teardown(&req_b).unwrap();
+
+    // A pod whose namespace is already gone (its monitor died) still tears down cleanly.
+    let ns_c = TestNetns::new();
+    let req_c = request(&format!("{}-c", fx.name), &ns_c);
+    net.setup(&req_c).unwrap();
+    drop(ns_c);
+    (fx.make)().teardown(&req_c).unwrap();
+    assert_eq!(net.check(&req_c).unwrap_err().kind(), ErrorKind::NotFound);
 }

@@ -71,9 +71,53 @@ pub fn resolv_conf(dns: &DnsConfig) -> Result<String> {
     Ok(out)
 }
 
+/// Longest hostname the kernel accepts (`HOST_NAME_MAX`).
+const MAX_HOSTNAME: usize = 64;
+
+/// Renders /etc/hostname content for `hostname`, which must be an RFC 1123 name (labels of
+/// lowercase letters, digits and `-`, at most 64 bytes as the kernel's limit).
+///
+/// ```
+/// assert_eq!(crius_net::hostname_file("web-0").unwrap(), "web-0\n");
+/// assert!(crius_net::hostname_file("bad name").is_err());
+/// ```
+pub fn hostname_file(hostname: &str) -> Result<String> {
+    let bad = |reason: &str| Error::InvalidRequest {
+        field: "hostname",
+        reason: format!("{hostname:?} {reason}"),
+    };
+    if hostname.is_empty() || hostname.len() > MAX_HOSTNAME {
+        return Err(bad("must be 1 to 64 bytes long"));
+    }
+    for label in hostname.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(bad(
+                "must be lowercase rfc 1123 labels (a-z, 0-9, '-') separated by '.'",
+            ));
+        }
+    }
+    Ok(format!("{hostname}\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostname_with_newline_or_uppercase_is_refused() {
+        assert!(hostname_file("a\nb").is_err());
+        assert!(hostname_file("Web").is_err());
+        assert!(hostname_file("-web").is_err());
+        assert!(hostname_file(&"a".repeat(65)).is_err());
+        assert_eq!(hostname_file("pod.ns.svc").unwrap(), "pod.ns.svc\n");
+    }
 
     #[test]
     fn empty_config_gives_empty_file() {

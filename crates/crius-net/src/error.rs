@@ -150,6 +150,14 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The object is still in use.
+    #[error("{what} is in use: {reason}")]
+    InUse {
+        /// The object.
+        what: String,
+        /// By whom.
+        reason: String,
+    },
     /// A netlink request failed.
     #[error("netlink {op}: {source}")]
     Netlink {
@@ -255,7 +263,7 @@ impl Error {
             }
             Error::IpamExhausted { .. } => ErrorKind::ResourceExhausted,
             Error::HostPortInUse { .. } => ErrorKind::AlreadyExists,
-            Error::Inconsistent { .. } => ErrorKind::FailedPrecondition,
+            Error::Inconsistent { .. } | Error::InUse { .. } => ErrorKind::FailedPrecondition,
             Error::PluginIo { .. }
             | Error::PluginOutput { .. }
             | Error::Netlink { .. }

@@ -6,7 +6,7 @@
 //! - [`BuiltinNetwork`] needs no setup: a bridge, a veth pair per pod, IPv4 addresses from
 //!   the pod CIDR with a file-based IPAM, host ports through iptables DNAT; all interface
 //!   work through netlink.
-//! - [`resolv_conf`] renders a pod's DNS settings.
+//! - [`resolv_conf`] and [`hostname_file`] render a pod's resolv.conf and /etc/hostname.
 //!
 //! **Owns:** interfaces, addresses and routes it creates, its IPAM and cache files, the
 //! iptables rules of its host-port chain. **Refuses:** creating or pinning network
@@ -38,7 +38,7 @@ mod testutil;
 
 pub use builtin::{BuiltinNetwork, BuiltinOptions, HostPortMode, Ipv4Cidr};
 pub use cni::{CniNetwork, CniOptions};
-pub use dns::resolv_conf;
+pub use dns::{hostname_file, resolv_conf};
 pub use error::{Error, ErrorKind, Result};
 pub use plugin::NetworkPlugin;
 pub use types::{

@@ -129,9 +129,9 @@ impl BuiltinNetwork {
     pub fn remove_host_state(&self) -> Result<()> {
         let attached = self.store.update(|db| Ok((false, db.pods.len())))?;
         if attached > 0 {
-            return Err(Error::Inconsistent {
-                pod_id: String::new(),
-                reason: format!("{attached} pods are still attached to {}", self.opts.bridge),
+            return Err(Error::InUse {
+                what: format!("bridge {}", self.opts.bridge),
+                reason: format!("{attached} pods are still attached; tear them down first"),
             });
         }
         if let Some(bin) = hostport::find_iptables() {

@@ -230,3 +230,26 @@ fn missing_plugin_and_bad_json_are_not_ready_and_fail_setup_cleanly() {
     assert!(env.ipam_entries().is_empty());
     assert!(!env.options().cache_dir.join("cni-broken.json").exists());
 }
+
+#[test]
+fn spec_0_3_1_chain_sets_up_and_tears_down() {
+    let Some(env) = Env::new("spec_0_3_1_chain_sets_up_and_tears_down") else {
+        return;
+    };
+    env.write_conflist("0.3.1", &[]);
+    let ns = TestNetns::new();
+    let req = request("cni-031", &ns);
+    let net = CniNetwork::new(env.options());
+    let st = net.setup(&req).unwrap();
+    assert!(crate::testutil::in_subnet(st.ips[0], env.subnet, 24));
+    assert_eq!(
+        st.gateway,
+        Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+            u32::from(env.subnet) + 1
+        )))
+    );
+    // CHECK does not exist before 0.4.0: it only confirms the pod is known.
+    net.check(&req).unwrap();
+    net.teardown(&req).unwrap();
+    assert!(env.ipam_entries().is_empty());
+}
