@@ -222,6 +222,11 @@ fn rootfs_plan(spec: &Spec, bundle: &Path, rootfs: &Path) -> Result<RootfsPlan> 
         mounts,
         devices,
         cgroup_v1: host_v1,
+        cwd: spec
+            .process()
+            .as_ref()
+            .map(|p| p.cwd().clone())
+            .unwrap_or_else(|| "/".into()),
     })
 }
 

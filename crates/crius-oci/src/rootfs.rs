@@ -71,6 +71,9 @@ pub(crate) struct RootfsPlan {
     pub(crate) devices: Vec<DevicePlan>,
     /// cgroup v1 hierarchies (dir name, mount options) for a `cgroup` mount.
     pub(crate) cgroup_v1: Vec<(String, String)>,
+    /// The process's working directory, created inside the root when missing (images
+    /// may name a WORKDIR they do not contain; runc creates it too).
+    pub(crate) cwd: PathBuf,
 }
 
 type StepResult = Result<(), InitError>;
@@ -104,7 +107,10 @@ pub(crate) fn prepare_rootfs(plan: &RootfsPlan) -> StepResult {
     for d in &plan.devices {
         bind_device(&root, d).map_err(|e| fail(format!("device {}: {e}", d.path.display())))?;
     }
-    dev_symlinks(&root).map_err(fail)
+    dev_symlinks(&root).map_err(fail)?;
+    open_in_root(&root, &plan.cwd, Some(Create::Dir))
+        .map(drop)
+        .map_err(|e| fail(format!("working directory: {e}")))
 }
 
 /// Opens a directory as an O_PATH descriptor.

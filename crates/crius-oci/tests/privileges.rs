@@ -264,3 +264,16 @@ fn an_apparmor_profile_on_a_host_without_apparmor_is_a_clear_error() {
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.to_string().contains("AppArmor is not enabled"), "{err}");
 }
+
+#[test]
+fn a_missing_working_directory_is_created_inside_the_rootfs() {
+    if !crius_testkit::require_root("a_missing_working_directory_is_created_inside_the_rootfs") {
+        return;
+    }
+    let bundle = Bundle::new();
+    let mut spec = bundle.spec(&["/bin/pwd"]);
+    set_process(&mut spec, serde_json::json!({"cwd": "/work/dir"}));
+    let out = run_builtin(&bundle, "cwd", &spec);
+    assert_eq!(out.stdout.trim(), "/work/dir", "{out:?}");
+    assert!(bundle.rootfs().join("work/dir").is_dir());
+}
