@@ -1,0 +1,213 @@
+//! The monitor outlives its spawner, serves new clients, pushes events, and answers bad
+//! frames with errors while it keeps serving.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crius_monitor::protocol::{
+    encode, read_frame, write_frame, ContainerState, Request, Response, PROTOCOL_VERSION,
+};
+use crius_monitor::{ErrorKind, MonitorClient, MonitorHandle};
+
+use common::{namespaces, wait_exited, Pod, MONITOR, TIMEOUT};
+
+/// Starts the monitor from a shell standing in for criusd, then SIGKILLs the shell's
+/// whole process group.
+fn spawn_from_doomed_parent(pod: &mut Pod) {
+    let cfg = pod.config.config_path();
+    std::fs::write(&cfg, serde_json::to_vec(&pod.config).unwrap()).unwrap();
+    let report = pod.dir.path().join("report");
+    let mut standin = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "{MONITOR} --config {} > {}; exec sleep 600",
+            cfg.display(),
+            report.display()
+        ))
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let pid = loop {
+        let text = std::fs::read_to_string(&report).unwrap_or_default();
+        if let Some(pid) = text.strip_prefix("READY ") {
+            break pid.trim().parse::<i32>().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no READY: {text:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pgid = nix::unistd::Pid::from_raw(i32::try_from(standin.id()).unwrap());
+    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    standin.wait().unwrap();
+    pod.handle = Some(MonitorHandle {
+        pid,
+        socket: pod.config.socket_path(),
+    });
+}
+
+#[test]
+fn the_monitor_survives_its_spawner_and_serves_a_new_client() {
+    if !crius_testkit::require_root("the_monitor_survives_its_spawner") {
+        return;
+    }
+    let mut pod = Pod::prepare("survive", namespaces(false));
+    spawn_from_doomed_parent(&mut pod);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut first = pod.client();
+    pod.run(&mut first, "long", &["/bin/sleep", "60"]);
+    pod.run(&mut first, "short", &["/bin/true"]);
+    wait_exited(&mut first, "short");
+    drop(first);
+
+    let mut second = pod.client();
+    assert_eq!(second.monitor_pid(), pod.handle.as_ref().unwrap().pid);
+    let list = second.list().unwrap();
+    let states: Vec<(&str, ContainerState)> =
+        list.iter().map(|s| (s.id.as_str(), s.state)).collect();
+    assert_eq!(
+        states,
+        [
+            ("long", ContainerState::Running),
+            ("short", ContainerState::Exited)
+        ]
+    );
+}
+
+#[test]
+fn subscribers_receive_created_started_and_exited_events() {
+    if !crius_testkit::require_root("subscribers_receive_events") {
+        return;
+    }
+    let pod = Pod::start("events", namespaces(false));
+    let mut events = pod.client().subscribe().unwrap();
+    events.set_timeout(Some(TIMEOUT)).unwrap();
+    let mut client = pod.client();
+    pod.run(&mut client, "e", &["/bin/true"]);
+    let mut seen = Vec::new();
+    for event in events.by_ref() {
+        let event = event.unwrap();
+        assert_eq!(event.id, event.status.id);
+        seen.push(event.status.state);
+        if event.status.state == ContainerState::Exited {
+            assert_eq!(event.status.exit_code, 0);
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ContainerState::Created,
+            ContainerState::Running,
+            ContainerState::Exited
+        ]
+    );
+}
+
+#[test]
+fn garbage_and_oversized_frames_get_an_error_and_the_monitor_keeps_serving() {
+    if !crius_testkit::require_root("garbage_frames_get_an_error") {
+        return;
+    }
+    let pod = Pod::start("garbage", namespaces(false));
+    let socket = pod.config.socket_path();
+
+    // A request before Hello.
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write_frame(&mut s, &Request::ListContainers).unwrap();
+    let r: Response = read_frame(&mut s).unwrap();
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                kind: ErrorKind::InvalidArgument,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+
+    // A version mismatch.
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write_frame(
+        &mut s,
+        &Request::Hello {
+            version: PROTOCOL_VERSION + 1,
+        },
+    )
+    .unwrap();
+    let r: Response = read_frame(&mut s).unwrap();
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                kind: ErrorKind::FailedPrecondition,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+
+    // Garbage JSON after a good Hello: an error answer, the connection stays usable.
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write_frame(
+        &mut s,
+        &Request::Hello {
+            version: PROTOCOL_VERSION,
+        },
+    )
+    .unwrap();
+    let _: Response = read_frame(&mut s).unwrap();
+    s.write_all(&5u32.to_be_bytes()).unwrap();
+    s.write_all(b"{nope").unwrap();
+    let r: Response = read_frame(&mut s).unwrap();
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                kind: ErrorKind::InvalidArgument,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    s.write_all(&encode(&Request::ListContainers).unwrap())
+        .unwrap();
+    assert!(matches!(
+        read_frame::<_, Response>(&mut s).unwrap(),
+        Response::Containers(_)
+    ));
+
+    // An oversized header: an error, then the monitor closes that connection.
+    s.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    let r: Response = read_frame(&mut s).unwrap();
+    assert!(
+        matches!(
+            r,
+            Response::Error {
+                kind: ErrorKind::ResourceExhausted,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+
+    // A client that vanished mid-frame does not disturb anyone.
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.write_all(&100u32.to_be_bytes()).unwrap();
+    drop(s);
+    let mut client = MonitorClient::connect(&socket, TIMEOUT).unwrap();
+    assert!(client.list().unwrap().is_empty());
+}
