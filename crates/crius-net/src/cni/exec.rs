@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde_json::Value;
 
@@ -103,19 +104,16 @@ pub(crate) fn run(ty: &str, config: &Value, inv: &Invocation<'_>) -> Result<Vec<
             let _ = stdin.write_all(&stdin_bytes);
         });
     }
-    let status = match wait_with_timeout(&mut child, inv.timeout).map_err(io_err)? {
-        Some(status) => status,
-        None => {
-            kill_group(&mut child);
-            return Err(Error::PluginTimeout {
-                plugin: ty.to_owned(),
-                command: inv.command,
-                timeout: inv.timeout,
-            });
-        }
-    };
-    // The plugin exited; anything it left running in its group must not hold our pipes.
-    kill_group(&mut child);
+    let exited = wait_with_timeout(&child, inv.timeout);
+    // Exited or not, anything left in the plugin's group must not live on or hold our pipes.
+    let status = kill_group(&mut child).map_err(io_err)?;
+    if !exited.map_err(io_err)? {
+        return Err(Error::PluginTimeout {
+            plugin: ty.to_owned(),
+            command: inv.command,
+            timeout: inv.timeout,
+        });
+    }
     let (stdout, stderr) = outputs
         .recv_timeout(Duration::from_secs(5))
         .unwrap_or_default();
@@ -153,30 +151,44 @@ fn read_capped(reader: Option<impl Read>) -> Vec<u8> {
     buf
 }
 
-fn wait_with_timeout(
-    child: &mut Child,
-    timeout: Duration,
-) -> std::io::Result<Option<std::process::ExitStatus>> {
+/// Waits until the plugin exits or `timeout` passes; `true` when it exited.
+///
+/// The exit is observed with `WNOWAIT`: the child stays a zombie, so its pid, which is also
+/// its process-group id, cannot be reused before [`kill_group`] signals the group.
+fn wait_with_timeout(child: &Child, timeout: Duration) -> std::io::Result<bool> {
+    let pid = child_pid(child)?;
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(1);
     loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         }
         if Instant::now() >= deadline {
-            return Ok(None);
+            return Ok(false);
         }
         thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
-fn kill_group(child: &mut Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // ESRCH (group already empty) is the normal case after a clean exit.
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+fn child_pid(child: &Child) -> std::io::Result<Pid> {
+    i32::try_from(child.id())
+        .map(Pid::from_raw)
+        .map_err(|_| std::io::Error::other("child pid out of range"))
+}
+
+/// Kills the plugin's process group (the plugin and anything it started), then reaps the
+/// plugin and returns its exit status.
+fn kill_group(child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
+    if let Ok(pid) = child_pid(child) {
+        // ESRCH (nothing left in the group) is the normal case after a clean exit.
+        let _ = killpg(pid, Signal::SIGKILL);
     }
-    let _ = child.wait();
+    child.wait()
 }
 
 /// Builds the error for a failed plugin from its CNI error object, or its stderr.
@@ -311,6 +323,32 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::DeadlineExceeded);
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn background_children_holding_stdout_do_not_block_the_result() {
+        let dir = tempfile::tempdir().unwrap();
+        script(
+            dir.path(),
+            "bg",
+            r#"sleep 1000 & echo '{"cniVersion":"1.0.0"}'"#,
+        );
+        let dirs = [dir.path().to_owned()];
+        let start = Instant::now();
+        let out = run("bg", &Value::Null, &inv(&dirs, Duration::from_secs(10))).unwrap();
+        assert!(String::from_utf8_lossy(&out).contains("1.0.0"));
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn plain_exit_1_reports_status_and_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "exit1", "echo 'bridge is on fire' >&2; exit 1");
+        let dirs = [dir.path().to_owned()];
+        let err = run("exit1", &Value::Null, &inv(&dirs, Duration::from_secs(10))).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("exited with status 1"), "{text}");
+        assert!(text.contains("bridge is on fire"), "{text}");
     }
 
     #[test]
