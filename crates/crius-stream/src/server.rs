@@ -119,10 +119,18 @@ impl StreamServer {
         self.local_addr
     }
 
+    /// The base the returned URLs start with, e.g. `http://127.0.0.1:34567`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// Registers an exec and returns the URL the client connects to.
     pub fn issue_exec(&self, req: ExecRequest) -> Result<String> {
         if req.cmd.is_empty() {
             return Err(Error::InvalidRequest("exec needs a command".into()));
+        }
+        if req.container_id.is_empty() {
+            return Err(Error::InvalidRequest("exec needs a container id".into()));
         }
         check_streams(req.tty, req.stdin, req.stdout, req.stderr)?;
         self.issue(Pending::Exec(req))
@@ -130,6 +138,9 @@ impl StreamServer {
 
     /// Registers an attach and returns the URL the client connects to.
     pub fn issue_attach(&self, req: AttachRequest) -> Result<String> {
+        if req.container_id.is_empty() {
+            return Err(Error::InvalidRequest("attach needs a container id".into()));
+        }
         check_streams(req.tty, req.stdin, req.stdout, req.stderr)?;
         self.issue(Pending::Attach(req))
     }

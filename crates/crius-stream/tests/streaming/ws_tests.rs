@@ -196,6 +196,10 @@ async fn invalid_requests_are_refused_at_issue() {
     r.stderr = false;
     assert!(srv.issue_exec(r).is_err());
     assert!(srv.issue_exec(exec_req(&[], false, true, false)).is_err());
+    assert!(srv.issue_port_forward("", &[80]).is_err());
+    let url = srv.issue_port_forward("p", &[80]).unwrap();
+    assert!(url.starts_with(&format!("{}/portforward/", srv.base_url())));
+    assert!(srv.base_url().starts_with("http://127.0.0.1:"));
 }
 
 async fn wait_cancelled(b: &FakeBackend) {
