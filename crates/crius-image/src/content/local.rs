@@ -263,6 +263,16 @@ impl Write for IngestWriter {
             .file
             .as_mut()
             .ok_or_else(|| io::Error::other("ingest already committed"))?;
+        // A source sending more than the descriptor promised is cut off here, so an
+        // endless stream cannot fill the disk before the final check.
+        if let Some((digest, Some(size))) = &self.expected {
+            if self.written + buf.len() as u64 > *size {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{digest}: more than the expected {size} bytes"),
+                ));
+            }
+        }
         let n = file.write(buf)?;
         if let Some(h) = self.hasher.as_mut() {
             h.update(&buf[..n]);
@@ -322,13 +332,23 @@ mod tests {
     fn size_mismatch_is_rejected() {
         let (_d, s) = store();
         let digest = Digest::sha256_of(b"hello");
-        let mut w = s.ingest(Some((&digest, Some(4)))).unwrap();
+        let mut w = s.ingest(Some((&digest, Some(6)))).unwrap();
         w.write_all(b"hello").unwrap();
         assert!(matches!(
             w.commit().unwrap_err(),
             Error::SizeMismatch { .. }
         ));
         assert!(!s.contains(&digest));
+    }
+
+    #[test]
+    fn writing_past_the_expected_size_fails_early() {
+        let (_d, s) = store();
+        let digest = Digest::sha256_of(b"hello");
+        let mut w = s.ingest(Some((&digest, Some(5)))).unwrap();
+        w.write_all(b"hello").unwrap();
+        assert!(w.write_all(b"!").is_err());
+        assert_eq!(w.commit().unwrap(), digest);
     }
 
     #[test]
