@@ -1,4 +1,5 @@
-//! Every fork, clone, setns and raw process syscall of the crate lives here.
+//! Every fork, clone, setns, unshare, pivot_root and raw process syscall of the crate
+//! lives here.
 //!
 //! Process tree of a container start (see `message.rs` for the protocol):
 //!
@@ -35,6 +36,32 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::error::InitError;
 use crate::init::{self, InitPlan};
 use crate::message::{Channel, Message};
+
+/// The unshare of a new cgroup namespace, done by the init itself once the parent has
+/// placed it in its cgroup (so the namespace root is the container's cgroup).
+pub(crate) fn unshare_cgroup_ns() -> Result<(), InitError> {
+    unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| InitError::EnterNamespaces(format!("unshare cgroup: {e}")))
+}
+
+/// The pivot_root step: the rootfs becomes `/`, the old root is detached.
+pub(crate) fn pivot_root(path: &std::path::Path) -> Result<(), InitError> {
+    let err = |what: &str, e: nix::Error| InitError::PivotRoot(format!("{what}: {e}"));
+    nix::unistd::chdir(path).map_err(|e| err("chdir rootfs", e))?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; see pivot_root(2).
+    nix::unistd::pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
+    nix::mount::mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        nix::mount::MsFlags::MS_SLAVE | nix::mount::MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| err("make old root rslave", e))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| err("detach old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| err("chdir /", e))
+}
 
 /// The caller's view of a freshly spawned child (init or exec).
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, CapsHashSet};
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::CloneFlags;
 use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{chdir, execve, setgroups, setresgid, setresuid, Gid, Uid};
@@ -152,12 +152,11 @@ fn steps(plan: &InitPlan, ch: &Channel) -> Result<Infallible, InitError> {
 
 fn container_steps(c: &ContainerPlan) -> Result<(), InitError> {
     if c.new_cgroup_ns {
-        unshare(CloneFlags::CLONE_NEWCGROUP)
-            .map_err(|e| InitError::EnterNamespaces(format!("unshare cgroup: {e}")))?;
+        crate::clone::unshare_cgroup_ns()?;
     }
     if let Some(r) = &c.rootfs {
         rootfs::prepare_rootfs(r)?;
-        rootfs::pivot_root(&r.path)?;
+        crate::clone::pivot_root(&r.path)?;
     }
     set_hostname(c)?;
     apply_sysctls(&c.sysctls)?;

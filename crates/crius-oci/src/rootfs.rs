@@ -12,10 +12,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
 use nix::sys::statvfs::{fstatvfs, FsFlags};
-use nix::unistd::{chdir, pivot_root as sys_pivot_root, symlinkat};
+use nix::unistd::symlinkat;
 
 use crate::error::InitError;
 
@@ -365,24 +365,6 @@ fn dev_symlinks(root: &File) -> Result<(), String> {
             .map_err(|e| format!("symlink /dev/ptmx: {e}"))?;
     }
     Ok(())
-}
-
-/// The pivot_root step: the rootfs becomes `/`, the old root is detached.
-pub(crate) fn pivot_root(path: &Path) -> StepResult {
-    let err = |what: &str, e: nix::Error| InitError::PivotRoot(format!("{what}: {e}"));
-    chdir(path).map_err(|e| err("chdir rootfs", e))?;
-    // pivot_root(".", ".") stacks the old root on top of the new one; see pivot_root(2).
-    sys_pivot_root(".", ".").map_err(|e| err("pivot_root", e))?;
-    mount(
-        None::<&str>,
-        ".",
-        None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| err("make old root rslave", e))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| err("detach old root", e))?;
-    chdir("/").map_err(|e| err("chdir /", e))
 }
 
 /// The mask_paths step (after pivot_root): masked paths get /dev/null (files) or an
