@@ -6,6 +6,7 @@
 //! - [`BuiltinNetwork`] needs no setup: a bridge, a veth pair per pod, IPv4 addresses from
 //!   the pod CIDR with a file-based IPAM, host ports through iptables DNAT; all interface
 //!   work through netlink.
+//! - [`AutoNetwork`] uses CNI when a config exists and the built-in network otherwise.
 //! - [`resolv_conf`] and [`hostname_file`] render a pod's resolv.conf and /etc/hostname.
 //!
 //! **Owns:** interfaces, addresses and routes it creates, its IPAM and cache files, the
@@ -21,6 +22,7 @@
 //! dedicated short-lived threads, through nix's safe API: this crate has no unsafe code.
 #![forbid(unsafe_code)]
 
+mod auto;
 mod builtin;
 mod cni;
 mod dns;
@@ -36,6 +38,7 @@ mod conformance;
 #[cfg(test)]
 mod testutil;
 
+pub use auto::AutoNetwork;
 pub use builtin::{BuiltinNetwork, BuiltinOptions, HostPortMode, Ipv4Cidr};
 pub use cni::{CniNetwork, CniOptions};
 pub use dns::{hostname_file, resolv_conf};

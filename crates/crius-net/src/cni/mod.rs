@@ -101,6 +101,11 @@ impl CniNetwork {
         matches!(config::first_config_file(&self.opts.conf_dir), Ok(Some(_)))
     }
 
+    /// Whether a cached ADD exists for `pod_id` (the pod was set up by CNI).
+    pub(crate) fn has_cached(&self, pod_id: &str) -> bool {
+        cache::path(&self.opts.cache_dir, pod_id).exists()
+    }
+
     fn load(&self) -> Result<NetworkConfigList> {
         let list = config::load_first(&self.opts.conf_dir)?;
         for i in 0..list.plugins.len() {
