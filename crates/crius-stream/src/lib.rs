@@ -66,6 +66,7 @@
 mod backend;
 pub mod client;
 mod error;
+mod idle;
 mod server;
 mod session;
 pub mod spdy;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::backend::{AttachRequest, ExecRequest, PortForwardRequest, StreamBackend};
+use crate::idle::IdleIo;
 use crate::session::Command;
 use crate::token::{Pending, TokenRegistry};
 use crate::{spdy, ws, Error, Result};
@@ -36,6 +37,9 @@ pub struct StreamServerConfig {
     pub max_tokens: usize,
     /// How long to wait for a SPDY client to open its streams. Default 30 s.
     pub stream_creation_timeout: Duration,
+    /// End a session after this long without traffic; `None` never does.
+    /// Default 4 h (as kubelet and containerd).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for StreamServerConfig {
@@ -46,6 +50,7 @@ impl Default for StreamServerConfig {
             token_ttl: Duration::from_secs(60),
             max_tokens: 4096,
             stream_creation_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(4 * 3600)),
         }
     }
 }
@@ -320,7 +325,7 @@ fn ws_upgrade(
     }
     tokio::spawn(async move {
         let io = match on.await {
-            Ok(u) => TokioIo::new(u),
+            Ok(u) => IdleIo::new(TokioIo::new(u), shared.config.idle_timeout),
             Err(e) => {
                 tracing::debug!(error = %e, "websocket upgrade failed");
                 return;
@@ -376,7 +381,7 @@ fn spdy_upgrade(
     h.insert(spdy::PROTOCOL_HEADER, HeaderValue::from_static(protocol));
     tokio::spawn(async move {
         let io = match on.await {
-            Ok(u) => TokioIo::new(u),
+            Ok(u) => IdleIo::new(TokioIo::new(u), shared.config.idle_timeout),
             Err(e) => {
                 tracing::debug!(error = %e, "spdy upgrade failed");
                 return;

@@ -337,3 +337,30 @@ async fn library_client_runs_exec_and_port_forward() {
     d.close().await.unwrap();
     assert_eq!(d.read_all().await, b"pf");
 }
+
+#[tokio::test]
+async fn idle_sessions_are_closed_and_the_backend_cancelled() {
+    let cfg = StreamServerConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let (srv, backend) = server_with(cfg).await;
+    let url = srv
+        .issue_exec(exec_req(&["sleep"], false, true, false))
+        .unwrap();
+    let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(5), c.collect());
+    t.await.expect("idle session was not closed").unwrap();
+    wait_cancelled(&backend).await;
+    // Traffic keeps a session alive past the timeout.
+    let url = srv
+        .issue_exec(exec_req(&["cat"], false, true, false))
+        .unwrap();
+    let mut c = WsClient::connect(&url, "v5.channel.k8s.io").await.unwrap();
+    for _ in 0..6 {
+        c.send(0, b"tick").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.close_channel(0).await.unwrap();
+    assert_eq!(c.collect().await.unwrap()[&1], b"ticktickticktickticktick");
+}
