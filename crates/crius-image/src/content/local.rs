@@ -308,6 +308,19 @@ mod tests {
     }
 
     #[test]
+    fn local_store_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = std::cell::Cell::new(0);
+        crate::content::testsuite::conformance_suite(
+            || {
+                n.set(n.get() + 1);
+                LocalContentStore::open(&dir.path().join(n.get().to_string())).unwrap()
+            },
+            |s, d| fs::write(s.blob_path(d), b"tampered").unwrap(),
+        );
+    }
+
+    #[test]
     fn committed_blob_is_readable_under_its_digest() {
         let (_d, s) = store();
         let digest = s.write_blob(b"hello", None).unwrap();

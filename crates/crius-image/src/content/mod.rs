@@ -82,3 +82,6 @@ pub trait ContentManager: Send + Sync {
 pub trait ContentStore: ContentReader + ContentIngester + ContentManager {}
 
 impl<T: ContentReader + ContentIngester + ContentManager> ContentStore for T {}
+
+#[cfg(test)]
+pub(crate) mod testsuite;

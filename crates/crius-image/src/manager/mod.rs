@@ -61,6 +61,19 @@ impl ImageManager {
     ///
     /// One manager per root: two processes sharing a root would collect each other's
     /// in-flight content.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use crius_image::{ImageConfig, ImageManager, StoreImageRecords};
+    ///
+    /// let store = Arc::new(crius_store::Store::open("/var/lib/crius/meta.redb")?);
+    /// let records = Arc::new(StoreImageRecords::new(store));
+    /// let images = ImageManager::open("/var/lib/crius".as_ref(), ImageConfig::default(), records)?;
+    /// for image in images.list(None)? {
+    ///     println!("{} {:?}", image.id, image.repo_tags);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(root: &Path, config: ImageConfig, records: Arc<dyn ImageRecords>) -> Result<Self> {
         config.validate()?;
         let content = LocalContentStore::open(&root.join("content"))?;
