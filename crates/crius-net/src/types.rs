@@ -191,11 +191,28 @@ impl PodNetworkRequest {
                 reason: format!("{} must be an absolute path", self.netns_path.display()),
             });
         }
-        for m in &self.port_mappings {
+        for (i, m) in self.port_mappings.iter().enumerate() {
             if m.container_port == 0 {
                 return Err(Error::InvalidRequest {
                     field: "port_mappings",
                     reason: format!("container port of host port {} must not be 0", m.host_port),
+                });
+            }
+            let earlier = self.port_mappings.get(..i).unwrap_or_default();
+            let clash = earlier.iter().any(|e| {
+                m.host_port != 0
+                    && e.protocol == m.protocol
+                    && e.host_port == m.host_port
+                    && (e.host_ip.is_none() || m.host_ip.is_none() || e.host_ip == m.host_ip)
+            });
+            if clash {
+                return Err(Error::InvalidRequest {
+                    field: "port_mappings",
+                    reason: format!(
+                        "host port {}/{} is mapped twice",
+                        m.protocol.as_str(),
+                        m.host_port
+                    ),
                 });
             }
         }
@@ -234,6 +251,25 @@ mod tests {
             req.validate().map_err(|e| e.kind()).err(),
             Some(crate::ErrorKind::InvalidArgument)
         );
+    }
+
+    #[test]
+    fn the_same_host_port_twice_is_refused() {
+        let m = PortMapping {
+            protocol: Protocol::Tcp,
+            container_port: 80,
+            host_port: 8080,
+            host_ip: None,
+        };
+        let mut req = PodNetworkRequest {
+            pod_id: "p1".into(),
+            netns_path: "/run/x".into(),
+            port_mappings: vec![m.clone(), m.clone()],
+            ..Default::default()
+        };
+        assert!(req.validate().is_err());
+        req.port_mappings[1].protocol = Protocol::Udp;
+        assert!(req.validate().is_ok());
     }
 
     #[test]

@@ -72,12 +72,18 @@ pub(crate) fn run(ty: &str, config: &Value, inv: &Invocation<'_>) -> Result<Vec<
     let stdin_bytes = serde_json::to_vec(config).map_err(|e| io_err(e.into()))?;
     let cni_path = std::env::join_paths(inv.bin_dirs)
         .map_err(|e| io_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-    let mut child = Command::new(&path)
-        .env_clear()
-        .env(
-            "PATH",
-            std::env::var_os("PATH").unwrap_or(DEFAULT_PATH.into()),
-        )
+    let mut cmd = Command::new(&path);
+    // Plugins inherit the daemon's environment, as under libcni (some read proxy or
+    // kubeconfig variables), minus any CNI_* variable that would confuse the protocol.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CNI_") {
+            cmd.env_remove(key);
+        }
+    }
+    if std::env::var_os("PATH").is_none() {
+        cmd.env("PATH", DEFAULT_PATH);
+    }
+    let mut child = cmd
         .env("CNI_COMMAND", inv.command)
         .env("CNI_CONTAINERID", inv.container_id)
         .env("CNI_NETNS", inv.netns)
