@@ -209,6 +209,13 @@ impl StreamReader {
     }
 }
 
+impl Drop for StreamReader {
+    /// Unblocks the session reader if it waits for room in this stream.
+    fn drop(&mut self) {
+        self.budget.close();
+    }
+}
+
 /// A stream the client opened.
 #[derive(Debug)]
 pub(crate) struct Incoming {

@@ -306,3 +306,26 @@ async fn spdy_port_forward_refuses_a_port_not_issued() {
     assert!(d.read_all().await.is_empty());
     assert!(backend.forwarded.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn spdy_data_for_a_finished_forward_does_not_stall_the_session() {
+    let (srv, _) = server().await;
+    let echo = echo_server().await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = srv.issue_port_forward("pod1", &[]).unwrap();
+    let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"], false)
+        .await
+        .unwrap();
+    let (dead, mut dead_err) = pf_pair(&mut c, closed, "0").await;
+    assert!(!dead_err.read_all().await.is_empty());
+    // Far more than the per-stream buffer, into a stream nobody reads.
+    dead.send(&vec![7u8; 4 << 20]).await.unwrap();
+    let (mut d, _e) = pf_pair(&mut c, echo, "1").await;
+    d.send(b"next").await.unwrap();
+    d.close().await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), d.read_all());
+    assert_eq!(got.await.expect("session stalled"), b"next");
+}
