@@ -27,7 +27,10 @@ pub mod spawn;
 
 pub use client::{EventStream, ExecOutput, MonitorClient};
 pub use error::{Error, ErrorKind, Result};
-pub use spawn::{read_status, spawn_monitor, IdMappings, MonitorHandle, PodConfig, PodNamespaces};
+pub use spawn::{
+    read_all_statuses, read_status, spawn_monitor, IdMappings, MonitorHandle, PodConfig,
+    PodNamespaces,
+};
 
 /// crius-oci's secure defaults, for criusd's spec builder (which must not link the
 /// forking parts of crius-oci directly; these are plain data).

@@ -27,6 +27,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The largest frame body accepted or sent, in bytes (64 MiB).
 pub const MAX_FRAME: usize = 64 << 20;
 
+/// The largest per-stream exec output cap honoured; larger caps are clamped so an
+/// `ExecResult` with both streams full always fits in one frame.
+pub const MAX_EXEC_OUTPUT_CAP: u64 = 20 << 20;
+
 /// A request from criusd to the monitor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -150,7 +154,8 @@ pub struct ExecSync {
     pub process: Process,
     /// Kill the process after this long; 0 means no timeout.
     pub timeout_ms: u64,
-    /// At most this many bytes are kept per stream; the rest is dropped.
+    /// At most this many bytes are kept per stream; the rest is dropped (clamped to
+    /// [`MAX_EXEC_OUTPUT_CAP`]).
     pub output_cap: u64,
 }
 

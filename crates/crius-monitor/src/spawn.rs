@@ -176,6 +176,20 @@ pub fn read_status(config: &PodConfig, id: &str) -> Result<ContainerStatus> {
     })
 }
 
+/// Reads every container status recorded under `<state_dir>/containers/` (sorted by id);
+/// unreadable entries are skipped. What criusd falls back to when the monitor is gone.
+pub fn read_all_statuses(config: &PodConfig) -> Vec<ContainerStatus> {
+    let Ok(entries) = std::fs::read_dir(config.state_dir.join("containers")) else {
+        return Vec::new();
+    };
+    let mut all: Vec<ContainerStatus> = entries
+        .flatten()
+        .filter_map(|e| read_status(config, &e.file_name().to_string_lossy()).ok())
+        .collect();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    all
+}
+
 /// Writes `<state_dir>/pod.json`, spawns `binary --config <file>` (which detaches into
 /// its own session, double-forked, so it survives criusd), reaps the intermediate
 /// process, and waits until the monitor reports ready and answers `Hello`. A setup

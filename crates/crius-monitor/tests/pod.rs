@@ -33,6 +33,7 @@ fn container_output_lands_in_the_cri_log_and_the_exit_is_recorded() {
     assert!(status.finished_at_ns >= status.started_at_ns && status.started_at_ns > 0);
     let on_disk = crius_monitor::read_status(&pod.config, "c1").unwrap();
     assert_eq!(on_disk, status);
+    assert_eq!(crius_monitor::read_all_statuses(&pod.config), vec![status]);
 
     let log = wait_log(&pod, "c1", |l| l.lines().count() >= 4);
     let entries: Vec<(&str, &str, &str)> = log
@@ -254,4 +255,37 @@ fn a_second_monitor_for_the_same_pod_is_refused() {
     assert!(err.to_string().contains("already serves"), "{err}");
     // The first one still answers.
     pod.client().list().unwrap();
+}
+
+#[test]
+fn a_runc_handler_container_joins_the_pod_and_reports_its_exit() {
+    if !crius_testkit::require_root("a_runc_handler_container") {
+        return;
+    }
+    let runc = std::path::Path::new("/usr/sbin/runc");
+    if !runc.exists() {
+        eprintln!("SKIPPED a_runc_handler_container: runc is not installed");
+        return;
+    }
+    let pod = Pod::start("runc", namespaces(false));
+    let mut client = pod.client();
+    let mut req = pod.create_request("r1", &["/bin/sleep", "60"]);
+    req.runtime = crius_monitor::protocol::RuntimeChoice::Binary { path: runc.into() };
+    client.create(req).unwrap();
+    client.start("r1").unwrap();
+    let out = client
+        .exec_sync(exec(&pod, "r1", &["/bin/hostname"], 5000, 1024))
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        pod.config.hostname
+    );
+    client
+        .stop("r1", Duration::from_millis(200), libc::SIGTERM)
+        .unwrap();
+    let s = client.state("r1").unwrap();
+    assert_eq!(s.state, ContainerState::Exited);
+    assert!(s.signal.is_some(), "{s:?}");
+    client.remove("r1").unwrap();
 }

@@ -9,7 +9,7 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crius_monitor::protocol::{ContainerState, ExecSync, Response};
+use crius_monitor::protocol::{ContainerState, ExecSync, Response, MAX_EXEC_OUTPUT_CAP};
 use crius_monitor::{Error, Result};
 use crius_oci::{ExitStatus, Process, Stdio};
 
@@ -129,7 +129,7 @@ impl Monitor {
                 err,
                 stdout: Vec::new(),
                 stderr: Vec::new(),
-                cap: usize::try_from(req.output_cap).unwrap_or(usize::MAX),
+                cap: usize::try_from(req.output_cap.min(MAX_EXEC_OUTPUT_CAP)).unwrap_or(usize::MAX),
                 truncated: false,
                 deadline,
                 timed_out: false,

@@ -215,3 +215,17 @@ fn mutated_valid_frames_never_panic_the_decoder() {
         let _ = read_frame::<_, Request>(&mut Cursor::new(&f));
     }
 }
+
+#[test]
+fn an_exec_result_with_both_streams_at_the_cap_fits_one_frame() {
+    let full = vec![0xffu8; usize::try_from(MAX_EXEC_OUTPUT_CAP).unwrap()];
+    let frame = encode(&Response::ExecResult {
+        exit_code: 0,
+        stdout: full.clone(),
+        stderr: full,
+        timed_out: false,
+        truncated: true,
+    })
+    .unwrap();
+    assert!(frame.len() <= MAX_FRAME + 4);
+}
