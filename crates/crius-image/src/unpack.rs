@@ -231,7 +231,7 @@ impl Unpacker {
                     .map_err(|e| self.errno("symlink", &shown, e))?;
                 self.metadata(&shown, &parent, file_name, entry.header(), &xattrs, None)
             }
-            tar::EntryType::Link => self.make_hardlink(&shown, &parent, file_name, &entry),
+            tar::EntryType::Link => self.make_hardlink(&shown, &parent, &parts, &entry),
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 self.make_node(&shown, &parent, file_name, &entry, &xattrs)
             }
@@ -378,9 +378,10 @@ impl Unpacker {
         &self,
         shown: &str,
         parent: &OwnedFd,
-        name: &OsStr,
+        parts: &[OsString],
         entry: &tar::Entry<'_, R>,
     ) -> Result<()> {
+        let name = parts.last().map(|n| n.as_os_str()).unwrap_or_default();
         let target = entry
             .link_name()
             .map_err(|e| Error::io("read tar link", &self.dest, e))?
@@ -406,7 +407,7 @@ impl Unpacker {
             }
             Err(e) => return Err(self.errno("stat hardlink target", shown, e)),
         }
-        if tparts.as_slice() == join_parts(parent_parts_of(shown), name).as_slice() {
+        if tparts.as_slice() == parts {
             return Ok(());
         }
         self.replace(shown, parent, name)?;
@@ -566,20 +567,6 @@ impl Unpacker {
         }
         Ok(())
     }
-}
-
-fn parent_parts_of(shown: &str) -> Vec<OsString> {
-    clean(Path::new(shown), "entry name")
-        .map(|mut p| {
-            p.pop();
-            p
-        })
-        .unwrap_or_default()
-}
-
-fn join_parts(mut parents: Vec<OsString>, name: &OsStr) -> Vec<OsString> {
-    parents.push(name.to_os_string());
-    parents
 }
 
 fn libc_s_ifmt() -> u32 {
