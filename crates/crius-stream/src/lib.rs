@@ -15,13 +15,19 @@
 //! backend is opaque. It does not serve TLS (yet).
 //!
 //! Threat model: every byte read from a connection is untrusted. Tokens
-//! carry 128 bits from the kernel's random source, are single use and
-//! expire; any unknown, used or expired token gets a bare 404. SPDY frames,
-//! compressed header blocks (with a cap on their inflated size) and
-//! WebSocket frames are parsed without panicking on any input, with limits
-//! on frame, message and header sizes, and a misbehaving peer only ends
-//! its own connection.
-
+//! carry 128 bits from the kernel's random source, are single use, expire
+//! (60 s by default) and are capped in number; any unknown, used or expired
+//! token gets a bare 404. SPDY frames, zlib header blocks (inflated size
+//! capped at 256 KiB, at most 1024 pairs) and WebSocket frames (messages
+//! capped at 1 MiB, client frames must be masked) are parsed without
+//! panicking on any input. A SPDY session holds at most 256 open client
+//! streams and buffers at most 1 MiB per stream before it stops reading.
+//! Request heads must arrive within 30 s and upgraded sessions end after an
+//! idle period (4 h by default). A misbehaving peer only ends its own
+//! connection, and the backend's future is dropped when its client leaves.
+//!
+//! [`client`] holds a small client for both protocols, for tests and tools.
+//!
 //! # Wiring
 //!
 //! ```no_run
