@@ -384,3 +384,46 @@ async fn kubectl_port_forward_over_spdy() {
     child.kill().await.unwrap();
     assert_eq!(k.seen.lock().unwrap().as_slice(), ["SPDY/3.1"]);
 }
+
+/// `kubectl exec -it` under a pseudo-terminal (util-linux `script`): the
+/// terminal size kubectl sends on the resize stream reaches the backend.
+async fn tty_case(websockets: bool) {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        eprintln!("script(1) not installed; skipping tty interop test");
+        return;
+    }
+    let line = format!(
+        "stty cols 123 rows 45; {} --server={} --cache-dir={} exec -it p1 -- resize",
+        k.bin.display(),
+        k.api,
+        k.dir.join("cache").display()
+    );
+    let out = Command::new("/usr/bin/script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("KUBECONFIG", k.dir.join("config"))
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("kubectl exec -it hung")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("123x45"),
+        "stdout: {stdout:?} stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn kubectl_exec_tty_sends_terminal_size_over_websocket_and_spdy() {
+    tty_case(true).await;
+    tty_case(false).await;
+}
