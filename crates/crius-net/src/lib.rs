@@ -39,7 +39,7 @@ mod conformance;
 mod testutil;
 
 pub use auto::AutoNetwork;
-pub use builtin::{BuiltinNetwork, BuiltinOptions, HostPortMode, Ipv4Cidr};
+pub use builtin::{BuiltinNetwork, BuiltinOptions, HostPortMode, Ipv4Cidr, Ipv6Cidr};
 pub use cni::{CniNetwork, CniOptions};
 pub use dns::{hostname_file, resolv_conf};
 pub use error::{Error, ErrorKind, Result};

@@ -3,14 +3,14 @@
 //! it, so in-pod work opens its own socket on a thread inside the pod's namespace.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -178,17 +178,22 @@ impl Netlink {
             .map(drop)
     }
 
-    /// Adds `addr/prefix` to link `index`.
+    /// Adds `addr/prefix` to link `index`. IPv6 addresses skip duplicate address detection:
+    /// the pod CIDR is ours alone, and a tentative address would break the first seconds of
+    /// traffic.
     pub(crate) fn add_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
         let mut msg = AddressMessage::default();
         msg.header.family = if addr.is_ipv4() {
             AddressFamily::Inet
         } else {
+            msg.header.flags = AddressHeaderFlags::Nodad;
             AddressFamily::Inet6
         };
         msg.header.prefix_len = prefix;
         msg.header.index = index;
-        msg.attributes.push(AddressAttribute::Local(addr));
+        if addr.is_ipv4() {
+            msg.attributes.push(AddressAttribute::Local(addr));
+        }
         msg.attributes.push(AddressAttribute::Address(addr));
         self.request(
             RouteNetlinkMessage::NewAddress(msg),
@@ -218,16 +223,19 @@ impl Netlink {
             .collect())
     }
 
-    /// Adds the IPv4 default route via `gateway` out of link `index`.
-    pub(crate) fn add_default_route(&mut self, gateway: Ipv4Addr, index: u32) -> io::Result<()> {
+    /// Adds the default route of `gateway`'s family via `gateway` out of link `index`.
+    pub(crate) fn add_default_route(&mut self, gateway: IpAddr, index: u32) -> io::Result<()> {
         let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
+        let (family, gw) = match gateway {
+            IpAddr::V4(v4) => (AddressFamily::Inet, RouteAddress::Inet(v4)),
+            IpAddr::V6(v6) => (AddressFamily::Inet6, RouteAddress::Inet6(v6)),
+        };
+        msg.header.address_family = family;
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::Boot;
         msg.header.scope = RouteScope::Universe;
         msg.header.kind = RouteType::Unicast;
-        msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        msg.attributes.push(RouteAttribute::Gateway(gw));
         msg.attributes.push(RouteAttribute::Oif(index));
         self.request(
             RouteNetlinkMessage::NewRoute(msg),

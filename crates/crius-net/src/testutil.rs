@@ -92,12 +92,17 @@ pub(crate) fn request(id: &str, ns: &TestNetns) -> PodNetworkRequest {
 /// Starts a one-shot TCP echo-once server inside `ns` on `port`; returns the join handle.
 /// The server answers `pong` to the first connection.
 pub(crate) fn serve_once(ns: &Path, port: u16) -> std::thread::JoinHandle<()> {
+    serve_once_on(ns, IpAddr::from([0, 0, 0, 0]), port)
+}
+
+/// Like [`serve_once`], bound to `bind`.
+pub(crate) fn serve_once_on(ns: &Path, bind: IpAddr, port: u16) -> std::thread::JoinHandle<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let ns = ns.to_owned();
     let handle = std::thread::spawn(move || {
         let ns2 = ns.clone();
         crate::netns::run_in(&ns2, move || {
-            let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
+            let listener = TcpListener::bind((bind, port)).unwrap();
             tx.send(()).unwrap();
             let (mut conn, _) = listener.accept().unwrap();
             let mut buf = [0u8; 4];

@@ -9,14 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use super::cidr::Ipv4Cidr;
+use super::cidr::{Ipv4Cidr, Ipv6Cidr};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::types::PortMapping;
@@ -31,6 +31,12 @@ pub(crate) struct PodRecord {
     pub(crate) ip: Ipv4Addr,
     /// The network it came from.
     pub(crate) cidr: Ipv4Cidr,
+    /// The pod's IPv6 address, for dual-stack networks.
+    #[serde(default)]
+    pub(crate) ip6: Option<Ipv6Addr>,
+    /// The IPv6 network it came from.
+    #[serde(default)]
+    pub(crate) cidr6: Option<Ipv6Cidr>,
     /// The host side of the veth pair.
     pub(crate) host_veth: String,
     /// The host ports mapped to it.
@@ -44,6 +50,9 @@ pub(crate) struct Db {
     /// The last address handed out; allocation continues after it so a released address is
     /// not reused at once (stale ARP entries, late packets).
     last: Option<Ipv4Addr>,
+    /// The last IPv6 address handed out.
+    #[serde(default)]
+    last6: Option<Ipv6Addr>,
     /// Records by pod id.
     pub(crate) pods: BTreeMap<String, PodRecord>,
 }
@@ -142,6 +151,38 @@ impl Db {
         })
     }
 
+    /// Picks a free IPv6 address of `cidr`, or fails with `IpamExhausted`.
+    pub(crate) fn allocate6(&mut self, cidr: Ipv6Cidr) -> Result<Ipv6Addr> {
+        let (first, last) = cidr.pod_range();
+        let used: std::collections::HashSet<Ipv6Addr> =
+            self.pods.values().filter_map(|r| r.ip6).collect();
+        let start = match self.last6 {
+            Some(ip) if cidr.contains(ip) && u128::from(ip) >= first && u128::from(ip) < last => {
+                u128::from(ip) + 1
+            }
+            _ => first,
+        };
+        // Every recorded pod blocks at most one address: this many candidates always
+        // include a free one when the network has one.
+        let tries = used.len() + 1;
+        let size = last - first + 1;
+        for k in 0..tries {
+            let Ok(k) = u128::try_from(k) else { break };
+            if k >= size {
+                break;
+            }
+            let n = first + (start - first + k) % size;
+            let ip = Ipv6Addr::from(n);
+            if !used.contains(&ip) {
+                self.last6 = Some(ip);
+                return Ok(ip);
+            }
+        }
+        Err(Error::IpamExhausted {
+            cidr: cidr.to_string(),
+        })
+    }
+
     /// The pod (other than `pod_id`) already mapping a host port that `m` would take.
     pub(crate) fn port_owner(&self, pod_id: &str, m: &PortMapping) -> Option<&str> {
         self.pods.iter().find_map(|(id, r)| {
@@ -163,6 +204,8 @@ mod tests {
         PodRecord {
             ip,
             cidr,
+            ip6: None,
+            cidr6: None,
             host_veth: "v".into(),
             ports: Vec::new(),
         }
@@ -222,6 +265,30 @@ mod tests {
         });
         let unique: std::collections::HashSet<_> = ips.iter().collect();
         assert_eq!(unique.len(), ips.len());
+    }
+
+    #[test]
+    fn ipv6_allocation_skips_addresses_in_use() {
+        let mut db = Db::default();
+        let cidr: Ipv6Cidr = "fd00:9::/120".parse().unwrap();
+        let v4: Ipv4Cidr = "10.9.8.0/24".parse().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..300 {
+            match db.allocate6(cidr) {
+                Ok(ip6) => {
+                    assert!(seen.insert(ip6));
+                    let mut r = record(Ipv4Addr::new(10, 9, 8, 2), v4);
+                    r.ip6 = Some(ip6);
+                    db.pods.insert(format!("p{i}"), r);
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), crate::ErrorKind::ResourceExhausted);
+                    assert_eq!(seen.len(), 254);
+                    return;
+                }
+            }
+        }
+        panic!("a /120 never filled up");
     }
 
     #[test]

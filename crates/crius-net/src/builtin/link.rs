@@ -1,11 +1,12 @@
 //! Netlink steps of the built-in network: the bridge, the veth pair, the in-pod setup.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use super::cidr::Ipv4Cidr;
+use super::cidr::{Ipv4Cidr, Ipv6Cidr};
+use super::ipam::PodRecord;
 use crate::error::{Error, Result};
 use crate::netlink::{self, Netlink};
 use crate::netns;
@@ -27,8 +28,14 @@ pub(crate) fn host_veth_name(pod_id: &str) -> String {
     format!("crius{:010x}", h >> 24)
 }
 
-/// Creates the bridge with the gateway address if needed and sets it up; returns its index.
-pub(crate) fn ensure_bridge(nl: &mut Netlink, name: &str, cidr: Ipv4Cidr) -> Result<u32> {
+/// Creates the bridge if needed, gives it the gateway addresses and sets it up; returns its
+/// index.
+pub(crate) fn ensure_bridge(
+    nl: &mut Netlink,
+    name: &str,
+    cidr: Ipv4Cidr,
+    cidr6: Option<Ipv6Cidr>,
+) -> Result<u32> {
     let index = match nl
         .link_index(name)
         .map_err(nl_err(format!("get link {name}")))?
@@ -45,12 +52,18 @@ pub(crate) fn ensure_bridge(nl: &mut Netlink, name: &str, cidr: Ipv4Cidr) -> Res
                 .ok_or_else(|| nl_err(format!("get link {name}"))(io::Error::other("vanished")))?
         }
     };
-    let gw = IpAddr::V4(cidr.gateway());
     let addrs = nl
         .addresses(index)
         .map_err(nl_err(format!("list addresses of {name}")))?;
-    if !addrs.iter().any(|(a, _)| *a == gw) {
-        match nl.add_address(index, gw, cidr.prefix()) {
+    let mut wanted = vec![(IpAddr::V4(cidr.gateway()), cidr.prefix())];
+    if let Some(c6) = cidr6 {
+        wanted.push((IpAddr::V6(c6.gateway()), c6.prefix()));
+    }
+    for (gw, prefix) in wanted {
+        if addrs.iter().any(|(a, _)| *a == gw) {
+            continue;
+        }
+        match nl.add_address(index, gw, prefix) {
             Ok(()) => {}
             Err(e) if netlink::is_exists(&e) => {}
             Err(e) => return Err(nl_err(format!("add {gw} to {name}"))(e)),
@@ -103,8 +116,17 @@ pub(crate) fn delete_link(nl: &mut Netlink, name: &str) -> Result<()> {
     }
 }
 
-/// Inside the pod: `lo` up, `eth0` gets `ip/prefix` and goes up, default route via `gw`.
-pub(crate) fn configure_pod(netns_path: &Path, ip: Ipv4Addr, cidr: Ipv4Cidr) -> Result<()> {
+/// Inside the pod: `lo` up, `eth0` gets the recorded addresses and goes up, default
+/// routes via the gateways.
+pub(crate) fn configure_pod(netns_path: &Path, rec: &PodRecord) -> Result<()> {
+    let mut addrs = vec![(
+        IpAddr::V4(rec.ip),
+        rec.cidr.prefix(),
+        IpAddr::V4(rec.cidr.gateway()),
+    )];
+    if let (Some(ip6), Some(c6)) = (rec.ip6, rec.cidr6) {
+        addrs.push((IpAddr::V6(ip6), c6.prefix(), IpAddr::V6(c6.gateway())));
+    }
     netns::run_in(netns_path, || {
         let mut nl = Netlink::open().map_err(nl_err("open socket in pod"))?;
         let lo = nl
@@ -116,19 +138,22 @@ pub(crate) fn configure_pod(netns_path: &Path, ip: Ipv4Addr, cidr: Ipv4Cidr) -> 
             .link_index("eth0")
             .map_err(nl_err("get link eth0"))?
             .ok_or_else(|| nl_err("get link eth0")(io::Error::other("missing")))?;
-        match nl.add_address(eth0, IpAddr::V4(ip), cidr.prefix()) {
-            Ok(()) => {}
-            Err(e) if netlink::is_exists(&e) => {}
-            Err(e) => return Err(nl_err(format!("add {ip} to eth0"))(e)),
+        for (ip, prefix, _) in &addrs {
+            match nl.add_address(eth0, *ip, *prefix) {
+                Ok(()) => {}
+                Err(e) if netlink::is_exists(&e) => {}
+                Err(e) => return Err(nl_err(format!("add {ip} to eth0"))(e)),
+            }
         }
         nl.set_up(eth0, None).map_err(nl_err("set eth0 up"))?;
-        match nl.add_default_route(cidr.gateway(), eth0) {
-            Ok(()) => Ok(()),
-            Err(e) if netlink::is_exists(&e) => Ok(()),
-            Err(e) => Err(nl_err(format!("add default route via {}", cidr.gateway()))(
-                e,
-            )),
+        for (_, _, gw) in &addrs {
+            match nl.add_default_route(*gw, eth0) {
+                Ok(()) => {}
+                Err(e) if netlink::is_exists(&e) => {}
+                Err(e) => return Err(nl_err(format!("add default route via {gw}"))(e)),
+            }
         }
+        Ok(())
     })
 }
 

@@ -29,7 +29,7 @@ mod root_tests;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-pub use cidr::Ipv4Cidr;
+pub use cidr::{Ipv4Cidr, Ipv6Cidr};
 use hostport::HostPorts;
 use ipam::{PodRecord, Store};
 
@@ -55,6 +55,8 @@ pub struct BuiltinOptions {
     pub bridge: String,
     /// The pod CIDR; the bridge gets its first address, pods the rest.
     pub pod_cidr: Ipv4Cidr,
+    /// An IPv6 pod CIDR for dual-stack pods (none by default). Host ports stay IPv4.
+    pub pod_cidr_v6: Option<Ipv6Cidr>,
     /// Where the state file (`network.json`) and its lock live.
     pub state_dir: PathBuf,
     /// How host ports are implemented.
@@ -69,6 +71,7 @@ impl Default for BuiltinOptions {
         BuiltinOptions {
             bridge: "crius0".to_owned(),
             pod_cidr: Ipv4Cidr::default(),
+            pod_cidr_v6: None,
             state_dir: PathBuf::from("/var/lib/crius/network"),
             host_ports: HostPortMode::Iptables,
             masquerade: false,
@@ -179,6 +182,7 @@ impl BuiltinNetwork {
     /// Step 1: the record, with a fresh (or the already recorded) address.
     fn record(&self, req: &PodNetworkRequest) -> Result<PodRecord> {
         let cidr = self.opts.pod_cidr;
+        let cidr6 = self.opts.pod_cidr_v6;
         let ports: Vec<_> = req
             .port_mappings
             .iter()
@@ -195,13 +199,24 @@ impl BuiltinNetwork {
                     });
                 }
             }
-            let ip = match db.pods.get(&req.pod_id) {
+            let old = db.pods.get(&req.pod_id).cloned();
+            let ip = match &old {
                 Some(r) if r.cidr == cidr => r.ip,
                 _ => db.allocate(cidr)?,
+            };
+            let old6 = old
+                .as_ref()
+                .and_then(|r| r.ip6.filter(|_| r.cidr6 == cidr6));
+            let ip6 = match (old6, cidr6) {
+                (Some(ip6), _) => Some(ip6),
+                (None, Some(c6)) => Some(db.allocate6(c6)?),
+                (None, None) => None,
             };
             let rec = PodRecord {
                 ip,
                 cidr,
+                ip6,
+                cidr6,
                 host_veth: link::host_veth_name(&req.pod_id),
                 ports: ports.clone(),
             };
@@ -216,7 +231,7 @@ impl BuiltinNetwork {
             op: "open socket".into(),
             source,
         })?;
-        let bridge = link::ensure_bridge(&mut nl, &self.opts.bridge, rec.cidr)?;
+        let bridge = link::ensure_bridge(&mut nl, &self.opts.bridge, rec.cidr, rec.cidr6)?;
         let host_ports = if rec.ports.is_empty() && !self.opts.masquerade {
             None
         } else {
@@ -228,7 +243,7 @@ impl BuiltinNetwork {
             Some(hp)
         };
         link::create_veth(&mut nl, &rec.host_veth, &req.netns_path, bridge)?;
-        link::configure_pod(&req.netns_path, rec.ip, rec.cidr)?;
+        link::configure_pod(&req.netns_path, rec)?;
         if let Some(hp) = host_ports {
             hp.add(&req.pod_id, rec.ip, &rec.ports)?;
         }
@@ -270,8 +285,10 @@ impl NetworkPlugin for BuiltinNetwork {
             });
         }
         tracing::debug!(pod_id = %req.pod_id, ip = %rec.ip, veth = %rec.host_veth, "built-in network attached");
+        let mut ips = vec![IpAddr::V4(rec.ip)];
+        ips.extend(rec.ip6.map(IpAddr::V6));
         Ok(PodNetworkStatus {
-            ips: vec![IpAddr::V4(rec.ip)],
+            ips,
             interface: "eth0".to_owned(),
             gateway: Some(IpAddr::V4(rec.cidr.gateway())),
         })
@@ -313,8 +330,11 @@ impl NetworkPlugin for BuiltinNetwork {
             )));
         }
         let addrs = link::pod_addresses(&req.netns_path)?;
-        if !addrs.contains(&IpAddr::V4(rec.ip)) {
-            return Err(broken(format!("eth0 in the pod lacks {}", rec.ip)));
+        let wanted = std::iter::once(IpAddr::V4(rec.ip)).chain(rec.ip6.map(IpAddr::V6));
+        for ip in wanted {
+            if !addrs.contains(&ip) {
+                return Err(broken(format!("eth0 in the pod lacks {ip}")));
+            }
         }
         Ok(())
     }

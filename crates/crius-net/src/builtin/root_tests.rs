@@ -197,3 +197,38 @@ fn failed_in_pod_setup_is_rolled_back() {
     assert_eq!(env.records(), 0);
     assert!(!link_exists(&super::link::host_veth_name("rollback")));
 }
+
+#[test]
+fn dual_stack_pods_get_both_families_and_talk_over_ipv6() {
+    let name = "dual_stack_pods_get_both_families_and_talk_over_ipv6";
+    let Some(mut env) = Env::new(name, 24) else {
+        return;
+    };
+    let h = crate::testutil::hash(name);
+    let [_, _, a, b] = h.to_be_bytes();
+    let v6 = format!("fd00:c{a:02x}:{b:02x}::/64");
+    env.opts.pod_cidr_v6 = Some(v6.parse().unwrap());
+    let net = env.net();
+    let (ns1, ns2) = (TestNetns::new(), TestNetns::new());
+    let (r1, r2) = (request("ds-1", &ns1), request("ds-2", &ns2));
+    let st1 = net.setup(&r1).unwrap();
+    let st2 = net.setup(&r2).unwrap();
+    assert_eq!(st1.ips.len(), 2);
+    assert!(
+        st1.ips[0].is_ipv4() && st1.ips[1].is_ipv6(),
+        "{:?}",
+        st1.ips
+    );
+    assert_ne!(st1.ips[1], st2.ips[1]);
+    net.check(&r1).unwrap();
+    let server = crate::testutil::serve_once_on(ns1.path(), "::".parse().unwrap(), 7100);
+    crate::testutil::ping(
+        Some(ns2.path()),
+        std::net::SocketAddr::new(st1.ips[1], 7100),
+    )
+    .unwrap();
+    server.join().unwrap();
+    net.teardown(&r1).unwrap();
+    net.teardown(&r2).unwrap();
+    assert_eq!(env.records(), 0);
+}
