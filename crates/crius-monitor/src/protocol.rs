@@ -111,6 +111,50 @@ pub enum Request {
     Shutdown,
 }
 
+impl Request {
+    /// The request's wire name (its `op`), for logs and spans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::CreateContainer(_) => "create_container",
+            Request::StartContainer { .. } => "start_container",
+            Request::Signal { .. } => "signal",
+            Request::StopContainer { .. } => "stop_container",
+            Request::RemoveContainer { .. } => "remove_container",
+            Request::ContainerState { .. } => "container_state",
+            Request::ListContainers => "list_containers",
+            Request::ExecSync(_) => "exec_sync",
+            Request::ReopenLog { .. } => "reopen_log",
+            Request::UpdateResources { .. } => "update_resources",
+            Request::Stats { .. } => "stats",
+            Request::Subscribe => "subscribe",
+            Request::StopPod { .. } => "stop_pod",
+            Request::Shutdown => "shutdown",
+        }
+    }
+
+    /// The container the request is about, if any.
+    pub fn container_id(&self) -> Option<&str> {
+        match self {
+            Request::CreateContainer(c) => Some(&c.id),
+            Request::ExecSync(e) => Some(&e.id),
+            Request::StartContainer { id }
+            | Request::Signal { id, .. }
+            | Request::StopContainer { id, .. }
+            | Request::RemoveContainer { id }
+            | Request::ContainerState { id }
+            | Request::ReopenLog { id }
+            | Request::UpdateResources { id, .. }
+            | Request::Stats { id } => Some(id),
+            Request::Hello { .. }
+            | Request::ListContainers
+            | Request::Subscribe
+            | Request::StopPod { .. }
+            | Request::Shutdown => None,
+        }
+    }
+}
+
 /// Which runtime creates a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -289,3 +289,41 @@ fn a_runc_handler_container_joins_the_pod_and_reports_its_exit() {
     assert!(s.signal.is_some(), "{s:?}");
     client.remove("r1").unwrap();
 }
+
+#[test]
+fn a_start_that_cannot_exec_fails_and_records_the_exit() {
+    if !crius_testkit::require_root("a_start_that_cannot_exec_fails") {
+        return;
+    }
+    let pod = Pod::start("noexec", namespaces(false));
+    let mut client = pod.client();
+    client
+        .create(pod.create_request("x", &["/no/such/binary"]))
+        .unwrap();
+    let err = client.start("x").unwrap_err();
+    assert!(err.to_string().contains("/no/such/binary"), "{err}");
+    let s = wait_exited(&mut client, "x");
+    assert_ne!(s.exit_code, 0);
+    assert!(s.message.contains("/no/such/binary"), "{s:?}");
+    assert_eq!(crius_monitor::read_status(&pod.config, "x").unwrap(), s);
+    let err = client.start("x").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+}
+
+#[test]
+fn exec_sync_with_a_terminal_returns_the_pty_output_as_stdout() {
+    if !crius_testkit::require_root("exec_sync_with_a_terminal") {
+        return;
+    }
+    let pod = Pod::start("exectty", namespaces(false));
+    let mut client = pod.client();
+    pod.run(&mut client, "box", &["/bin/sleep", "60"]);
+    let mut req = exec(&pod, "box", &["/bin/tty"], 5000, 4096);
+    req.process.set_terminal(Some(true));
+    let out = client.exec_sync(req).unwrap();
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/dev/pts/"),
+        "{out:?}"
+    );
+}

@@ -220,7 +220,9 @@ impl Monitor {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
-            if !conn.wants_read() && !conn.dead {
+            // One request at a time: nothing more is served while an answer is pending,
+            // after Subscribe, or once the connection is being closed.
+            if conn.waiting || conn.subscribed || conn.closing {
                 return;
             }
             let body = match conn.next_frame() {
@@ -282,7 +284,18 @@ impl Monitor {
                 state: "shutting down".into(),
             }));
         }
+        let span = tracing::debug_span!(
+            "request",
+            op = request.name(),
+            container_id = request.container_id().unwrap_or_default()
+        )
+        .entered();
         let result = self.route(conn_id, request);
+        if let Err(e) = &result {
+            // Answered to criusd, which logs it; here only for debugging.
+            tracing::debug!(error = %e, "request failed");
+        }
+        drop(span);
         match result {
             Ok(Some(r)) => Some(r),
             Ok(None) => {
