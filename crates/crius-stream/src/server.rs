@@ -332,6 +332,8 @@ fn ws_upgrade(
             }
         };
         let backend = shared.backend.clone();
+        let kind = pending.path();
+        tracing::debug!(kind, protocol, "stream session started");
         match pending {
             Pending::Exec(r) => {
                 ws::serve::serve_exec(io, protocol, backend, Command::Exec(r)).await
@@ -343,6 +345,7 @@ fn ws_upgrade(
                 ws::serve::serve_port_forward(io, protocol, backend, r).await
             }
         }
+        tracing::debug!(kind, protocol, "stream session ended");
     });
     resp
 }
@@ -389,6 +392,8 @@ fn spdy_upgrade(
         };
         let backend = shared.backend.clone();
         let timeout = shared.config.stream_creation_timeout;
+        let kind = pending.path();
+        tracing::debug!(kind, protocol, "stream session started");
         match pending {
             Pending::Exec(r) => {
                 spdy::serve::serve_exec(io, protocol, backend, Command::Exec(r), timeout).await
@@ -400,6 +405,7 @@ fn spdy_upgrade(
                 spdy::serve::serve_port_forward(io, backend, r, timeout).await
             }
         }
+        tracing::debug!(kind, protocol, "stream session ended");
     });
     resp
 }
