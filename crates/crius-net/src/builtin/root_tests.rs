@@ -232,3 +232,38 @@ fn dual_stack_pods_get_both_families_and_talk_over_ipv6() {
     net.teardown(&r2).unwrap();
     assert_eq!(env.records(), 0);
 }
+
+#[test]
+fn concurrent_setups_share_one_bridge_and_never_share_an_address() {
+    let Some(env) = Env::new(
+        "concurrent_setups_share_one_bridge_and_never_share_an_address",
+        24,
+    ) else {
+        return;
+    };
+    let net = env.net();
+    let pods: Vec<(TestNetns, String)> = (0..16)
+        .map(|i| (TestNetns::new(), format!("conc-{i}")))
+        .collect();
+    let ips: Vec<IpAddr> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods
+            .iter()
+            .map(|(ns, id)| {
+                let net = &net;
+                s.spawn(move || net.setup(&request(id, ns)).unwrap().ips[0])
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let unique: std::collections::HashSet<_> = ips.iter().collect();
+    assert_eq!(unique.len(), pods.len());
+    std::thread::scope(|s| {
+        for (ns, id) in &pods {
+            let net = &net;
+            s.spawn(move || net.teardown(&request(id, ns)).unwrap());
+        }
+    });
+    assert_eq!(env.records(), 0);
+    let gw = IpAddr::V4(env.opts.pod_cidr.gateway());
+    assert_eq!(env.bridge_addresses(), vec![(gw, 24)]);
+}

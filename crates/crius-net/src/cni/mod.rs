@@ -226,36 +226,42 @@ impl NetworkPlugin for CniNetwork {
 
     fn teardown(&self, req: &PodNetworkRequest) -> Result<()> {
         validate_pod_id(&req.pod_id)?;
-        let (list, netns, args, runtime_config, prev) =
-            match cache::read(&self.opts.cache_dir, &req.pod_id)? {
-                Some(entry) => {
-                    let list = config::parse(&entry.source, entry.config)?;
-                    let netns = if req.netns_path.as_os_str().is_empty() {
-                        entry.netns
-                    } else {
-                        req.netns_path.clone()
-                    };
-                    (
-                        list,
-                        netns,
-                        entry.cni_args,
-                        entry.runtime_config,
-                        Some(entry.result),
-                    )
+        let (list, netns, args, runtime_config, prev) = match cache::read(
+            &self.opts.cache_dir,
+            &req.pod_id,
+        )? {
+            Some(entry) => {
+                let list = config::parse(&entry.source, entry.config)?;
+                let netns = if req.netns_path.as_os_str().is_empty() {
+                    entry.netns
+                } else {
+                    req.netns_path.clone()
+                };
+                (
+                    list,
+                    netns,
+                    entry.cni_args,
+                    entry.runtime_config,
+                    Some(entry.result),
+                )
+            }
+            None => match self.load() {
+                // Nothing cached: the pod was most likely never set up (or its ADD
+                // failed and was rolled back). DEL is only attempted when the current
+                // config is usable; a broken one must not make stop fail forever.
+                Err(e) => {
+                    tracing::warn!(pod_id = %req.pod_id, error = %e, "no cni cache and no usable config, skipping del");
+                    return Ok(());
                 }
-                None => match self.load() {
-                    // Nothing cached and nothing configured: nothing of ours can exist.
-                    Err(Error::NoConfig { .. }) => return Ok(()),
-                    Err(e) => return Err(e),
-                    Ok(list) => (
-                        list,
-                        req.netns_path.clone(),
-                        cni_args(req),
-                        runtime_config(req),
-                        None,
-                    ),
-                },
-            };
+                Ok(list) => (
+                    list,
+                    req.netns_path.clone(),
+                    cni_args(req),
+                    runtime_config(req),
+                    None,
+                ),
+            },
+        };
         let run = ChainRun {
             pod_id: &req.pod_id,
             netns: &netns,

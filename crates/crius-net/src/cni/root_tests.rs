@@ -214,6 +214,8 @@ fn missing_plugin_and_bad_json_are_not_ready_and_fail_setup_cleanly() {
     assert!(!st.ready && st.message.contains("no-such-plugin"), "{st:?}");
     let err = net.setup(&req).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    // Stopping a pod that never got a network must not fail on the broken config.
+    net.teardown(&req).unwrap();
 
     std::fs::write(env.dir.path().join("conf/10-test.conflist"), "{\"name\": ").unwrap();
     let st = net.status();
