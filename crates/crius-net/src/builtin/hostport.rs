@@ -12,6 +12,11 @@
 //!   bridge, with `route_localnet=1` on the bridge, so `127.0.0.1:<host port>` works from
 //!   the host; this rewrites only host-loopback traffic into the bridge, nothing towards the
 //!   outside.
+//!
+//! Limits: clients on other machines reach a host port only when the host forwards
+//! (`net.ipv4.ip_forward=1` and a FORWARD policy that accepts), which crius leaves to the
+//! operator; a pod reaching its own host port (hairpin) is not supported; host ports are
+//! IPv4 only.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};

@@ -81,6 +81,10 @@ impl Default for BuiltinOptions {
 
 /// The built-in bridge network.
 ///
+/// Cheap to build: every bit of state is in the state dir, so the daemon builds a new one
+/// when `UpdateRuntimeConfig` changes the pod CIDR; running pods keep their addresses and
+/// are torn down from their records.
+///
 /// ```no_run
 /// use crius_net::{BuiltinNetwork, BuiltinOptions, NetworkPlugin, PodNetworkRequest};
 ///
