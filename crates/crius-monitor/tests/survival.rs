@@ -211,3 +211,43 @@ fn garbage_and_oversized_frames_get_an_error_and_the_monitor_keeps_serving() {
     let mut client = MonitorClient::connect(&socket, TIMEOUT).unwrap();
     assert!(client.list().unwrap().is_empty());
 }
+
+/// Pids of every process whose pid namespace has inode `ino`.
+fn processes_in_pid_ns(ino: u64) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/pid")).is_ok_and(|m| m.ino() == ino)
+                && !common::is_gone(*pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_shared_pid_namespace_dies_with_its_monitor() {
+    if !crius_testkit::require_root("a_shared_pid_namespace_dies_with_its_monitor") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let pod = Pod::start("pdeath", namespaces(true));
+    let mut client = pod.client();
+    let pid = pod.run(&mut client, "s", &["/bin/sleep", "60"]);
+    let ino = std::fs::metadata(pod.config.ns_path("pid")).unwrap().ino();
+    let inside = processes_in_pid_ns(ino);
+    assert!(inside.contains(&pid) && inside.len() >= 2, "{inside:?}");
+    let monitor = pod.handle.as_ref().unwrap().pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while !processes_in_pid_ns(ino).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", processes_in_pid_ns(ino));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The pod's Drop unmounts the pins of the dead monitor.
+}

@@ -7,19 +7,24 @@
 //! loopback up and writes the sysctls from inside (`/proc/sys/net` and the IPC sysctls
 //! follow the writer's namespaces). With a shared pid namespace it forks the reaper,
 //! PID 1 of the new namespace, which only reaps orphans (a pid namespace dies with its
-//! PID 1, so this one process must live as long as the pod). The monitor then
+//! PID 1, so this one process must live as long as the pod). The reaper holds a pidfd of
+//! the monitor and exits when the monitor dies, which kills every process of the shared
+//! pid namespace: a pod never outlives its monitor there. The monitor then
 //! bind-mounts `/proc/<sandbox>/ns/{user,net,ipc,uts}` and `/proc/<reaper>/ns/pid` onto
 //! `<state_dir>/ns/<name>` and lets the sandbox child exit. Containers join the pins
 //! by path. Release kills the reaper (which tears down the pid namespace and all its
 //! processes) and lazily unmounts the pins.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{ForkResult, Pid};
 
@@ -89,12 +94,14 @@ pub(crate) fn pin_namespaces(config: &PodConfig) -> Result<Pins> {
     }
     std::fs::create_dir_all(&pins.ns_dir)
         .map_err(|e| Error::io(format!("create {}", pins.ns_dir.display()), e))?;
+    let monitor_pidfd = sys::pidfd_open(nix::unistd::getpid())
+        .map_err(|e| Error::sys("pidfd_open of the monitor", e))?;
     let (mut ours, mut theirs) =
         UnixStream::pair().map_err(|e| Error::io("socketpair for sandbox child", e))?;
     match sys::fork_process().map_err(|e| Error::sys("fork sandbox child", e))? {
         ForkResult::Child => {
             drop(ours);
-            let code = match sandbox_child(config, flags, &mut theirs) {
+            let code = match sandbox_child(config, flags, &mut theirs, &monitor_pidfd) {
                 Ok(()) => 0,
                 Err(message) => {
                     let _ = writeln!(theirs, "ERR {message}");
@@ -209,6 +216,7 @@ fn sandbox_child(
     config: &PodConfig,
     flags: CloneFlags,
     sock: &mut UnixStream,
+    monitor: &OwnedFd,
 ) -> Result<(), String> {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     if config.namespaces.user.is_some() {
@@ -232,7 +240,7 @@ fn sandbox_child(
     }
     let reaper = if config.namespaces.pid {
         match sys::fork_process().map_err(|e| format!("fork reaper: {e}"))? {
-            ForkResult::Child => reaper_main(),
+            ForkResult::Child => reaper_main(monitor),
             ForkResult::Parent { child } => child.as_raw(),
         }
     } else {
@@ -244,21 +252,39 @@ fn sandbox_child(
     Ok(())
 }
 
-/// PID 1 of the pod's pid namespace: reaps whatever is reparented to it, forever. It
-/// holds no fds (a pod process cannot reach the monitor through it) and never returns,
-/// so the Rust objects copied from the monitor are never dropped after their fds closed.
-fn reaper_main() -> ! {
-    sys::close_fds_from(0);
+/// PID 1 of the pod's pid namespace: reaps whatever is reparented to it, and exits
+/// when the monitor dies (its pidfd becomes readable). It keeps only that pidfd (as fd 0)
+/// and a signalfd, so a pod process cannot reach the monitor through it; it never
+/// returns, so the Rust objects copied from the monitor are never dropped after their
+/// fds were closed.
+fn reaper_main(monitor: &OwnedFd) -> ! {
+    if nix::unistd::dup2_stdin(monitor).is_err() {
+        sys::exit_now(1);
+    }
+    sys::close_fds_from(1);
     let _ = nix::sys::prctl::set_name(c"crius-reaper");
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
     let _ = set.thread_block();
+    let Ok(sfd) = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) else {
+        sys::exit_now(1)
+    };
+    let stdin = std::io::stdin();
     loop {
+        let mut fds = [
+            PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+        ];
+        let _ = poll(&mut fds, PollTimeout::NONE);
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+            // The monitor is gone: take the pod's shared pid namespace down with us.
+            sys::exit_now(0);
+        }
+        while let Ok(Some(_)) = sfd.read_signal() {}
         while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             if status == nix::sys::wait::WaitStatus::StillAlive {
                 break;
             }
         }
-        let _ = set.wait();
     }
 }

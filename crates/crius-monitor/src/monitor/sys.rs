@@ -109,3 +109,16 @@ fn ifreq_ioctl(fd: RawFd, request: libc::Ioctl, req: &mut libc::ifreq) -> std::i
         Ok(())
     }
 }
+
+/// pidfd_open(2) for `pid`.
+pub(crate) fn pidfd_open(pid: nix::unistd::Pid) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no
+    // memory is passed.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0u32) };
+    if ret < 0 {
+        return Err(nix::Error::last());
+    }
+    let fd = RawFd::try_from(ret).map_err(|_| nix::Error::EBADF)?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
