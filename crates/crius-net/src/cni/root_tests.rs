@@ -255,3 +255,75 @@ fn spec_0_3_1_chain_sets_up_and_tears_down() {
     net.teardown(&req).unwrap();
     assert!(env.ipam_entries().is_empty());
 }
+
+#[test]
+fn plugins_get_the_runtime_config_their_capabilities_ask_for_and_the_k8s_args() {
+    let Some(env) =
+        Env::new("plugins_get_the_runtime_config_their_capabilities_ask_for_and_the_k8s_args")
+    else {
+        return;
+    };
+    let seen = env.dir.path().join("seen");
+    env.script(
+        "spy",
+        &format!(
+            r#"cat > {seen}.$CNI_COMMAND.json; echo "$CNI_ARGS" > {seen}.$CNI_COMMAND.args
+[ "$CNI_COMMAND" = ADD ] && echo '{{"cniVersion":"1.0.0","ips":[{{"address":"10.99.0.5/24","gateway":"10.99.0.1"}}]}}'
+exit 0"#,
+            seen = seen.display()
+        ),
+    );
+    let conf = json!({"cniVersion": "1.0.0", "name": "spy", "plugins": [
+        {"type": "spy", "capabilities": {"dns": true, "ipRanges": true, "portMappings": false}}
+    ]});
+    std::fs::write(
+        env.dir.path().join("conf/10-spy.conflist"),
+        conf.to_string(),
+    )
+    .unwrap();
+    let ns = TestNetns::new();
+    let mut req = request("cni-spy", &ns);
+    req.dns = Some(crate::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    req.ip_ranges = vec![vec![crate::IpRange {
+        subnet: "10.99.0.0/24".into(),
+        ..Default::default()
+    }]];
+    req.port_mappings.push(crate::PortMapping {
+        protocol: crate::Protocol::Udp,
+        container_port: 53,
+        host_port: 5353,
+        host_ip: None,
+    });
+    let net = CniNetwork::new(env.options());
+    let st = net.setup(&req).unwrap();
+    assert_eq!(
+        st.ips,
+        vec!["10.99.0.5".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(st.gateway, Some("10.99.0.1".parse().unwrap()));
+    let add: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.ADD.json", seen.display())).unwrap())
+            .unwrap();
+    assert_eq!(add["runtimeConfig"]["dns"]["servers"][0], "10.96.0.10");
+    assert_eq!(
+        add["runtimeConfig"]["ipRanges"][0][0]["subnet"],
+        "10.99.0.0/24"
+    );
+    assert!(add["runtimeConfig"].get("portMappings").is_none(), "{add}");
+    let args = std::fs::read_to_string(format!("{}.ADD.args", seen.display())).unwrap();
+    assert!(args.contains("K8S_POD_NAME=name-cni-spy") && args.contains("K8S_POD_UID=uid-cni-spy"));
+    // DEL after a restart gets the cached result as prevResult and the same runtimeConfig.
+    CniNetwork::new(env.options()).teardown(&req).unwrap();
+    let del: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.DEL.json", seen.display())).unwrap())
+            .unwrap();
+    assert_eq!(del["prevResult"]["ips"][0]["address"], "10.99.0.5/24");
+    assert_eq!(
+        del["runtimeConfig"]["dns"]["searches"][0],
+        "svc.cluster.local"
+    );
+}
