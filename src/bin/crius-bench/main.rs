@@ -198,7 +198,7 @@ async fn connect(
                 &args.cgroup_parent,
             ));
         }
-        Err(e) => info.failure = Some(format!("connect {}: {e}", socket.display())),
+        Err(e) => info.failure = Some(format!("connect {}: {}", socket.display(), chain(&e))),
     }
     let mut proc_names = known_processes(&info.runtime_name);
     proc_names.extend(extra_procs);
@@ -210,6 +210,20 @@ async fn connect(
         procs: None,
         cpu_seconds: 0.0,
     })
+}
+
+/// An error and its sources, `a: b: c` (tonic's transport error says little on its own).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let cause = s.to_string();
+        if !text.ends_with(&cause) {
+            text = format!("{text}: {cause}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Per-pod helper processes a runtime is known to run detached from its daemon.
@@ -250,12 +264,14 @@ fn new_report(args: &Args, sides: &[Side]) -> Report {
         .to_possible_value()
         .map(|v| v.get_name().to_string())
         .unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     Report {
         scenario,
-        date_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        date_unix: now,
+        date: utc(now),
         iterations: match args.scenario {
             Scenario::Density => args.pods,
             _ => args.iterations,
@@ -296,6 +312,23 @@ fn machine() -> String {
         mem_kib / 1024,
         kernel.trim()
     )
+}
+
+/// `YYYY-MM-DD HH:MM UTC` of a Unix time (civil-from-days over the proleptic Gregorian
+/// calendar: 400-year eras of 146097 days, years starting on 1 March).
+fn utc(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let (hour, minute) = (secs % 86_400 / 3_600, secs % 3_600 / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
 }
 
 /// A run id unique enough to label this run's pods: pid and start time.
@@ -387,6 +420,22 @@ mod tests {
         assert!(parse(&["--scenario", "version", "--concurrency", "0"]).is_err());
         assert!(parse(&["--scenario", "list", "--list-sizes", "100,0"]).is_err());
         assert!(parse(&["--scenario", "version", "--iterations", "-3"]).is_err());
+    }
+
+    #[test]
+    fn utc_dates_match_the_calendar() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc(1_795_938_333), "2026-11-29 07:45 UTC");
+    }
+
+    #[test]
+    fn error_chain_names_every_cause() {
+        let inner = std::io::Error::new(std::io::ErrorKind::NotFound, "no socket");
+        let outer = std::io::Error::other(inner);
+        assert_eq!(chain(&outer), "no socket");
+        let e = anyhow::anyhow!("x");
+        assert_eq!(chain(e.as_ref()), "x");
     }
 
     #[test]

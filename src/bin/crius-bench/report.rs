@@ -57,6 +57,7 @@ pub struct FigureRow {
 pub struct Report {
     pub scenario: String,
     pub date_unix: u64,
+    pub date: String,
     pub iterations: usize,
     pub concurrency: usize,
     pub image: String,
@@ -98,15 +99,19 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "scenario {}: iterations {}, concurrency {}, image {}\nmachine: {}",
-            self.scenario, self.iterations, self.concurrency, self.image, self.machine
+            "scenario {}: iterations {}, concurrency {}, image {}\n{}, {}",
+            self.scenario, self.iterations, self.concurrency, self.image, self.date, self.machine
         );
         for s in &self.sides {
             let _ = writeln!(
                 out,
                 "{} = {} {} ({})",
                 s.side,
-                s.label(),
+                if s.runtime_name.is_empty() {
+                    "?"
+                } else {
+                    &s.runtime_name
+                },
                 s.runtime_version,
                 s.endpoint
             );
@@ -212,6 +217,7 @@ mod tests {
         Report {
             scenario: "pod-start".into(),
             date_unix: 0,
+            date: "1970-01-01 00:00 UTC".into(),
             iterations: 2,
             concurrency: 1,
             image: "busybox".into(),

@@ -117,6 +117,11 @@ pub async fn ensure_images(sides: &mut [Side]) {
         match work.ensure_image().await {
             Ok(Some(note)) => side.info.notes.push(note),
             Ok(None) => {}
+            // Go on: the pod RPCs then say for themselves whether they work.
+            Err(e) if e.code == tonic::Code::Unimplemented => {
+                let note = format!("{e}; assuming {} is present", work.image);
+                side.info.notes.push(note);
+            }
             Err(e) => side.fail(e),
         }
     }
@@ -356,94 +361,89 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// Memory of the runtime (and of its workload) before any pod and with `pods` pods.
+/// Memory of one runtime at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    runtime: Memory,
+    workload: Memory,
+    daemon: Option<Memory>,
+    processes: usize,
+}
+
+/// `None` when no process of the runtime is visible (unreachable or remote socket).
+fn snapshot(side: &mut Side) -> Option<Snapshot> {
+    let set = ProcSet::discover(&side.socket, &side.proc_names);
+    if set.runtime.is_empty() {
+        return None;
+    }
+    side.info.processes = set.runtime_names();
+    let (runtime, workload) = set.memory();
+    Some(Snapshot {
+        runtime,
+        workload,
+        daemon: set.daemon.and_then(crate::procs::memory_of),
+        processes: set.runtime.len(),
+    })
+}
+
+/// Memory of the runtime (and of its workload) before any pod and with `pods` pods, and
+/// the pod-start latency of the first tenth against the last tenth.
 pub async fn density(sides: &mut [Side], pods: usize, concurrency: usize, r: &mut Report) {
     ensure_images(sides).await;
-    let idle: Vec<(Memory, Memory, Option<Memory>)> = sides
-        .iter()
-        .map(|s| {
-            let set = ProcSet::discover(&s.socket, &s.proc_names);
-            let (runtime, workload) = set.memory();
-            (
-                runtime,
-                workload,
-                set.daemon.and_then(crate::procs::memory_of),
-            )
-        })
-        .collect();
+    let idle: Vec<Option<Snapshot>> = sides.iter_mut().map(snapshot).collect();
     let starts = alternate(sides, pods, concurrency, |w| {
         let w = w.clone();
         async move { Ok(w.start_pod(1).await?.1.total) }
     })
     .await;
     let window = (pods / 10).max(1);
-    let head: Vec<Vec<Duration>> = starts
-        .iter()
-        .map(|v| v.iter().take(window).copied().collect())
-        .collect();
-    let tail: Vec<Vec<Duration>> = starts
-        .iter()
-        .map(|v| {
-            v.iter()
-                .skip(v.len().saturating_sub(window))
-                .copied()
-                .collect()
-        })
-        .collect();
+    let head: Vec<Vec<Duration>> = starts.iter().map(|v| first_n(v, window)).collect();
+    let tail: Vec<Vec<Duration>> = starts.iter().map(|v| last_n(v, window)).collect();
     r.latency(format!("pod start, pods 1..{window}"), &head);
     r.latency(format!("pod start, last {window} up to {pods}"), &tail);
-    let mut full = Vec::new();
-    for side in sides.iter_mut() {
-        let set = ProcSet::discover(&side.socket, &side.proc_names);
-        side.info.processes = set.runtime_names();
-        full.push((set.memory(), set.runtime.len()));
-    }
+    let full: Vec<Option<Snapshot>> = sides.iter_mut().map(snapshot).collect();
     let started: Vec<usize> = starts.iter().map(Vec::len).collect();
-    let per_pod = |now: u64, before: u64, n: usize| {
-        (n > 0).then(|| mib(now.saturating_sub(before)) / n as f64)
+    memory_figures(r, &idle, &full, &started);
+}
+
+fn first_n(v: &[Duration], n: usize) -> Vec<Duration> {
+    v.iter().take(n).copied().collect()
+}
+
+fn last_n(v: &[Duration], n: usize) -> Vec<Duration> {
+    v.iter().skip(v.len().saturating_sub(n)).copied().collect()
+}
+
+fn memory_figures(
+    r: &mut Report,
+    idle: &[Option<Snapshot>],
+    full: &[Option<Snapshot>],
+    started: &[usize],
+) {
+    let each = |f: &dyn Fn(usize) -> Option<f64>| (0..idle.len()).map(f).collect::<Vec<_>>();
+    let at = |v: &[Option<Snapshot>], i: usize| v.get(i).copied().flatten();
+    let per_pod = |i: usize, kib: fn(&Snapshot) -> u64| {
+        let (before, now, n) = (at(idle, i)?, at(full, i)?, *started.get(i)?);
+        (n > 0).then(|| mib(kib(&now).saturating_sub(kib(&before))) / n as f64)
     };
-    let each = |f: &dyn Fn(usize) -> Option<f64>| (0..sides.len()).map(f).collect::<Vec<_>>();
-    r.figure(
-        "daemon RSS, idle",
-        "MiB",
-        each(&|i| idle[i].2.map(|m| mib(m.rss_kib))),
-    );
-    r.figure(
-        "runtime RSS, idle",
-        "MiB",
-        each(&|i| Some(mib(idle[i].0.rss_kib))),
-    );
-    r.figure(
-        "runtime RSS, with pods",
-        "MiB",
-        each(&|i| Some(mib(full[i].0 .0.rss_kib))),
-    );
-    r.figure(
-        "runtime PSS, with pods",
-        "MiB",
-        each(&|i| Some(mib(full[i].0 .0.pss_kib))),
-    );
-    r.figure(
-        "runtime RSS per pod",
-        "MiB",
-        each(&|i| per_pod(full[i].0 .0.rss_kib, idle[i].0.rss_kib, started[i])),
-    );
-    r.figure(
-        "runtime PSS per pod",
-        "MiB",
-        each(&|i| per_pod(full[i].0 .0.pss_kib, idle[i].0.pss_kib, started[i])),
-    );
-    r.figure(
-        "workload PSS per pod (pause, sleep)",
-        "MiB",
-        each(&|i| per_pod(full[i].0 .1.pss_kib, idle[i].1.pss_kib, started[i])),
-    );
-    r.figure(
-        "runtime processes with pods",
-        "count",
-        each(&|i| Some(full[i].1 as f64)),
-    );
-    r.figure("pods started", "count", each(&|i| Some(started[i] as f64)));
+    let daemon_idle = each(&|i| Some(mib(at(idle, i)?.daemon?.rss_kib)));
+    r.figure("daemon RSS, idle", "MiB", daemon_idle);
+    let rss_idle = each(&|i| Some(mib(at(idle, i)?.runtime.rss_kib)));
+    r.figure("runtime RSS, idle", "MiB", rss_idle);
+    let rss_full = each(&|i| Some(mib(at(full, i)?.runtime.rss_kib)));
+    r.figure("runtime RSS, with the pods", "MiB", rss_full);
+    let pss_full = each(&|i| Some(mib(at(full, i)?.runtime.pss_kib)));
+    r.figure("runtime PSS, with the pods", "MiB", pss_full);
+    let rss_pod = each(&|i| per_pod(i, |s| s.runtime.rss_kib));
+    r.figure("runtime RSS per pod", "MiB", rss_pod);
+    let pss_pod = each(&|i| per_pod(i, |s| s.runtime.pss_kib));
+    r.figure("runtime PSS per pod", "MiB", pss_pod);
+    let workload = each(&|i| per_pod(i, |s| s.workload.pss_kib));
+    r.figure("workload PSS per pod (pause, sleep)", "MiB", workload);
+    let count = each(&|i| Some(at(full, i)?.processes as f64));
+    r.figure("runtime processes with the pods", "count", count);
+    let pods = each(&|i| started.get(i).map(|n| *n as f64));
+    r.figure("pods started", "count", pods);
 }
 
 #[cfg(test)]
@@ -457,6 +457,15 @@ mod tests {
         assert_eq!(rounds(2, 8), vec![2]);
         assert_eq!(rounds(3, 0), vec![1, 1, 1]);
         assert!(rounds(0, 1).is_empty());
+    }
+
+    #[test]
+    fn density_windows_take_the_first_and_last_samples() {
+        let v: Vec<Duration> = (1..=5).map(Duration::from_millis).collect();
+        assert_eq!(first_n(&v, 2), v[..2].to_vec());
+        assert_eq!(last_n(&v, 2), v[3..].to_vec());
+        assert_eq!(last_n(&v, 9), v);
+        assert!(first_n(&[], 3).is_empty());
     }
 
     #[tokio::test]
