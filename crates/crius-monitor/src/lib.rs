@@ -28,8 +28,8 @@ pub mod spawn;
 pub use client::{EventStream, ExecOutput, MonitorClient};
 pub use error::{Error, ErrorKind, Result};
 pub use spawn::{
-    read_all_statuses, read_status, spawn_monitor, IdMappings, MonitorHandle, PodConfig,
-    PodNamespaces,
+    cleanup_after_dead_monitor, read_all_statuses, read_status, spawn_monitor, IdMappings,
+    MonitorHandle, PodConfig, PodNamespaces,
 };
 
 /// crius-oci's secure defaults, for criusd's spec builder (which must not link the

@@ -98,7 +98,8 @@ pub enum Request {
         /// Container id.
         id: String,
     },
-    /// Turns the connection into an event stream (answer `Ok`, then `Event`s).
+    /// Turns the connection into an event stream (answer `Ok`, then `Event`s). Events
+    /// are not replayed: subscribe first, then list, to miss nothing.
     Subscribe,
     /// Stops every running container (SIGTERM, SIGKILL after `timeout_ms`); answers `Ok`
     /// once all exited.

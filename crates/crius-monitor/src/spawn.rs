@@ -190,6 +190,56 @@ pub fn read_all_statuses(config: &PodConfig) -> Vec<ContainerStatus> {
     all
 }
 
+/// Cleans up after a monitor that died without `Shutdown` (killed, crashed): lazily
+/// unmounts the namespace pins and removes the socket, the pins and the container
+/// records, leaving `pod.json` and `monitor.log` to criusd. Refused while a monitor
+/// still answers on the socket. Container processes that survived the monitor (those
+/// not in a shared pid namespace) are not touched: kill them through their cgroups.
+pub fn cleanup_after_dead_monitor(config: &PodConfig) -> Result<()> {
+    let socket = config.socket_path();
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(Error::InvalidConfig(format!(
+            "a monitor still serves {}; use Shutdown",
+            socket.display()
+        )));
+    }
+    let mut first_err = None;
+    for name in ["net", "ipc", "uts", "pid", "user"] {
+        let path = config.ns_path(name);
+        match nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(e) => {
+                first_err.get_or_insert(Error::sys(format!("umount {}", path.display()), e));
+            }
+        }
+    }
+    let remove = |p: PathBuf, dir: bool| {
+        let r = if dir {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("remove {}", p.display()), e))
+            }
+            _ => Ok(()),
+        }
+    };
+    let dir = &config.state_dir;
+    for (path, is_dir) in [
+        (socket, false),
+        (dir.join("ns"), true),
+        (dir.join("containers"), true),
+        (dir.join("runtime"), true),
+    ] {
+        if let Err(e) = remove(path, is_dir) {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
 /// Writes `<state_dir>/pod.json`, spawns `binary --config <file>` (which detaches into
 /// its own session, double-forked, so it survives criusd), reaps the intermediate
 /// process, and waits until the monitor reports ready and answers `Hello`. A setup
@@ -305,6 +355,24 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_monitor_binary_is_a_spawn_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = PodConfig {
+            pod_id: "p".into(),
+            state_dir: dir.path().into(),
+            ..Default::default()
+        };
+        let err = spawn_monitor(Path::new("/no/such/crius-monitor"), &c).unwrap_err();
+        assert!(matches!(err, Error::Spawn { .. }), "{err}");
+        let bad = PodConfig {
+            state_dir: "relative".into(),
+            ..c
+        };
+        let err = spawn_monitor(Path::new("/bin/true"), &bad).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+    }
 
     #[test]
     fn sysctl_keys_cannot_name_other_files() {

@@ -249,5 +249,11 @@ fn a_shared_pid_namespace_dies_with_its_monitor() {
         assert!(Instant::now() < deadline, "{:?}", processes_in_pid_ns(ino));
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The pod's Drop unmounts the pins of the dead monitor.
+    let mut pod = pod;
+    pod.handle = None;
+    crius_monitor::cleanup_after_dead_monitor(&pod.config).unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(pod.config.state_dir.to_str().unwrap()));
+    assert!(!pod.config.socket_path().exists());
+    assert!(!pod.config.state_dir.join("ns").exists());
 }
