@@ -7,8 +7,8 @@ use crate::types::DnsConfig;
 
 /// glibc reads at most this many name servers (`MAXNS` in resolv.h).
 const MAX_SERVERS: usize = 3;
-/// glibc's search list limit since 2.26 is 6 domains / 256 bytes in older versions; kubelet
-/// enforces 32 domains and 2048 bytes, which we follow.
+/// Search list limits: glibc before 2.26 stopped at 6 domains / 256 bytes; kubelet allows 32
+/// domains and 2048 bytes, which we follow.
 const MAX_SEARCHES: usize = 32;
 const MAX_SEARCH_BYTES: usize = 2048;
 
