@@ -677,6 +677,26 @@ mod tests {
     }
 
     #[test]
+    fn parsers_never_panic_on_garbage() {
+        // A small deterministic generator (xorshift): lines of colons, digits, commas,
+        // separators and multi-byte characters in every arrangement.
+        let alphabet: Vec<char> = "::::0123456789,,ab#\n \t\u{e9}\u{1F600}-".chars().collect();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..2000 {
+            let text: String = (0..64)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[usize::try_from(state % alphabet.len() as u64).unwrap()]
+                })
+                .collect();
+            assert!(parse_passwd(&text).iter().all(|e| !e.name.is_empty()));
+            assert!(parse_group(&text).iter().all(|g| !g.name.is_empty()));
+        }
+    }
+
+    #[test]
     fn parsers_skip_malformed_lines() {
         let users = parse_passwd(PASSWD);
         assert_eq!(users.len(), 4);
