@@ -9,6 +9,13 @@
 //! records them on disk before reporting them, and serves exec with output caps and
 //! timeouts.
 //!
+//! Namespace pins: a short-lived child of the monitor unshares the pod's namespaces
+//! (user first, with maps written from outside), configures them (hostname, loopback,
+//! sysctls) and the monitor bind-mounts its `/proc/<pid>/ns/*` onto
+//! `<state_dir>/ns/<name>`; a shared pid namespace gets a tiny reaper as PID 1 that
+//! exits with the monitor. Containers join the pins by path (see
+//! [`PodConfig::namespaces_to_join`]).
+//!
 //! **Refuses**: building OCI specs (criusd builds them complete), images, networking
 //! beyond bringing loopback up, async (the client is blocking; criusd calls it on a
 //! blocking thread), attach streaming (a later addition: the stdin fd is kept).

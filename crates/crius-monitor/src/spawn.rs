@@ -60,7 +60,7 @@ pub struct PodNamespaces {
 pub struct PodConfig {
     /// Pod (sandbox) id.
     pub pod_id: String,
-    /// The pod's state dir, created by criusd (e.g. /run/crius/pods/<id>).
+    /// The pod's state dir, created by criusd (e.g. `/run/crius/pods/<id>`).
     pub state_dir: PathBuf,
     /// Hostname set in the pod's UTS namespace.
     pub hostname: String,

@@ -167,6 +167,15 @@ impl Monitor {
         if self.containers.contains_key(&req.id) {
             return Err(Error::AlreadyExists(req.id));
         }
+        for (what, path) in [("bundle", &req.bundle), ("log_path", &req.log_path)] {
+            if !path.is_absolute() {
+                return Err(Error::InvalidRequest(format!(
+                    "container {}: {what} {} must be absolute",
+                    req.id,
+                    path.display()
+                )));
+            }
+        }
         let terminal = req
             .spec
             .process()
