@@ -15,6 +15,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::stat::Mode;
 use nix::unistd::ForkResult;
 
@@ -119,6 +120,7 @@ fn setup(config: &PodConfig) -> Result<Monitor> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+    take_instance_lock(config)?;
     let socket = config.socket_path();
     if UnixStream::connect(&socket).is_ok() {
         return Err(Error::InvalidConfig(format!(
@@ -143,6 +145,32 @@ fn setup(config: &PodConfig) -> Result<Monitor> {
             let _ = std::fs::remove_file(&socket);
             Err(e)
         }
+    }
+}
+
+/// Holds `<state_dir>/monitor.lock` (flock) for the monitor's whole life, so two
+/// monitors racing for one pod cannot both get past setup.
+fn take_instance_lock(config: &PodConfig) -> Result<()> {
+    let path = config.state_dir.join("monitor.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io_at(&path, e))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => {
+            // Held until the process exits.
+            std::mem::forget(lock);
+            Ok(())
+        }
+        Err((_, nix::Error::EWOULDBLOCK)) => Err(Error::InvalidConfig(format!(
+            "a monitor already serves {} (it holds {})",
+            config.socket_path().display(),
+            path.display()
+        ))),
+        Err((_, e)) => Err(Error::sys(format!("flock {}", path.display()), e)),
     }
 }
 

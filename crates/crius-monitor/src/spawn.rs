@@ -6,6 +6,7 @@
 //! <state_dir>/pod.json                  PodConfig, written by spawn_monitor (criusd's)
 //! <state_dir>/monitor.log               the monitor's own log (criusd removes it)
 //! <state_dir>/monitor.sock              the socket, 0600
+//! <state_dir>/monitor.lock              flock held by the live monitor
 //! <state_dir>/ns/{user,net,ipc,uts,pid} namespace pins (bind mounts of nsfs files)
 //! <state_dir>/containers/<id>/status.json  last recorded ContainerStatus
 //! <state_dir>/runtime/<name>/           --root of a runc-compatible binary
@@ -229,6 +230,7 @@ pub fn cleanup_after_dead_monitor(config: &PodConfig) -> Result<()> {
     let dir = &config.state_dir;
     for (path, is_dir) in [
         (socket, false),
+        (dir.join("monitor.lock"), false),
         (dir.join("ns"), true),
         (dir.join("containers"), true),
         (dir.join("runtime"), true),

@@ -243,6 +243,12 @@ fn shutdown_leaves_no_mount_process_or_socket() {
     assert!(!pod.config.socket_path().exists());
     assert!(!state_dir.join("ns").exists());
     assert!(!state_dir.join("containers").exists());
+    let mut left: Vec<String> = std::fs::read_dir(&state_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["monitor.log", "pod.json"]);
 }
 
 #[test]

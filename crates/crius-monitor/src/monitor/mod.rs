@@ -456,6 +456,7 @@ impl Monitor {
         }
         let dir = &self.config.state_dir;
         let _ = std::fs::remove_file(self.config.socket_path());
+        let _ = std::fs::remove_file(dir.join("monitor.lock"));
         for sub in ["containers", "runtime"] {
             let _ = std::fs::remove_dir_all(dir.join(sub));
         }
