@@ -257,3 +257,59 @@ fn a_shared_pid_namespace_dies_with_its_monitor() {
     assert!(!pod.config.socket_path().exists());
     assert!(!pod.config.state_dir.join("ns").exists());
 }
+
+#[test]
+fn a_client_that_never_reads_does_not_block_others() {
+    if !crius_testkit::require_root("a_client_that_never_reads") {
+        return;
+    }
+    let pod = Pod::start("slow", namespaces(false));
+    let mut hog = UnixStream::connect(pod.config.socket_path()).unwrap();
+    write_frame(
+        &mut hog,
+        &Request::Hello {
+            version: PROTOCOL_VERSION,
+        },
+    )
+    .unwrap();
+    hog.set_nonblocking(true).unwrap();
+    let frame = encode(&Request::ListContainers).unwrap();
+    for _ in 0..20_000 {
+        if hog.write_all(&frame).is_err() {
+            break;
+        }
+    }
+    let mut client = pod.client();
+    pod.run(&mut client, "x", &["/bin/true"]);
+    wait_exited(&mut client, "x");
+
+    // Parallel exec clients are served side by side.
+    pod.run(&mut client, "box", &["/bin/sleep", "60"]);
+    let process = pod.spec(&["/bin/sleep", "0.3"]).process().clone().unwrap();
+    let started = Instant::now();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let socket = pod.config.socket_path();
+            let process = process.clone();
+            std::thread::spawn(move || {
+                let mut c = MonitorClient::connect(&socket, TIMEOUT).unwrap();
+                c.exec_sync(crius_monitor::protocol::ExecSync {
+                    id: "box".into(),
+                    process,
+                    timeout_ms: 5000,
+                    output_cap: 1024,
+                })
+                .unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().exit_code, 0);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1100),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(hog);
+}
