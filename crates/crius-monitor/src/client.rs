@@ -318,3 +318,94 @@ fn unexpected(expected: &'static str, got: &Response) -> Error {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::error::ErrorKind;
+
+    /// A fake monitor answering each request with the next scripted response
+    /// (`None`: read the request and never answer).
+    fn fake(script: Vec<Option<Response>>) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            for answer in script {
+                if read_frame::<_, Request>(&mut s).is_err() {
+                    return;
+                }
+                match answer {
+                    Some(r) => write_frame(&mut s, &r).unwrap(),
+                    None => std::thread::sleep(Duration::from_secs(5)),
+                }
+            }
+        });
+        (dir, path)
+    }
+
+    fn hello(version: u32) -> Option<Response> {
+        Some(Response::Hello {
+            version,
+            monitor_pid: 42,
+        })
+    }
+
+    #[test]
+    fn a_version_mismatch_is_refused_at_connect() {
+        let (_d, path) = fake(vec![hello(PROTOCOL_VERSION + 1)]);
+        let err = MonitorClient::connect(&path, Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(err, Error::VersionMismatch { .. }), "{err}");
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    }
+
+    #[test]
+    fn a_remote_error_keeps_its_kind_and_the_connection() {
+        let (_d, path) = fake(vec![
+            hello(PROTOCOL_VERSION),
+            Some(Response::Error {
+                kind: ErrorKind::NotFound,
+                message: "container x not found".into(),
+            }),
+            Some(Response::Containers(Vec::new())),
+        ]);
+        let mut c = MonitorClient::connect(&path, Duration::from_secs(5)).unwrap();
+        assert_eq!(c.monitor_pid(), 42);
+        let err = c.state("x").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert_eq!(err.to_string(), "container x not found");
+        assert!(c.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_timed_out_call_poisons_the_connection() {
+        let (_d, path) = fake(vec![hello(PROTOCOL_VERSION), None]);
+        let mut c = MonitorClient::connect(&path, Duration::from_millis(200)).unwrap();
+        let err = c.list().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err}");
+        let err = c.list().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_kind_is_unexpected() {
+        let (_d, path) = fake(vec![hello(PROTOCOL_VERSION), Some(Response::Ok)]);
+        let mut c = MonitorClient::connect(&path, Duration::from_secs(5)).unwrap();
+        let err = c.list().unwrap_err();
+        assert!(matches!(err, Error::Unexpected { .. }), "{err}");
+    }
+
+    #[test]
+    fn connecting_to_a_missing_socket_is_unavailable() {
+        let err = MonitorClient::connect(
+            Path::new("/nonexistent/monitor.sock"),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+    }
+}
