@@ -248,6 +248,22 @@ pub fn cleanup_after_dead_monitor(config: &PodConfig) -> Result<()> {
 /// failure comes back as [`Error::Spawn`] carrying the monitor's own message.
 ///
 /// Safe to call from a multi-threaded process: it only uses `std::process::Command`.
+/// Blocking (up to [`SPAWN_TIMEOUT`]): call it from a blocking thread in criusd.
+///
+/// ```no_run
+/// # fn main() -> Result<(), crius_monitor::Error> {
+/// use crius_monitor::{spawn_monitor, PodConfig, PodNamespaces};
+/// let config = PodConfig {
+///     pod_id: "p1".into(),
+///     state_dir: "/run/crius/pods/p1".into(),
+///     hostname: "web-0".into(),
+///     namespaces: PodNamespaces { network: true, ipc: true, uts: true, ..Default::default() },
+///     ..Default::default()
+/// };
+/// let monitor = spawn_monitor("/usr/libexec/crius/crius-monitor".as_ref(), &config)?;
+/// // Containers of this pod join config.namespaces_to_join(); talk over monitor.socket.
+/// # let _ = monitor; Ok(()) }
+/// ```
 pub fn spawn_monitor(binary: &Path, config: &PodConfig) -> Result<MonitorHandle> {
     config.validate()?;
     let spawn_err = |message: String| Error::Spawn {
