@@ -81,6 +81,7 @@ fn stats_and_resource_updates_use_the_container_cgroup() {
     assert!(stats.timestamp_ns > 0);
     assert!(stats.memory_working_set_bytes > 0, "{stats:?}");
     assert_eq!(stats.oom_events, 0);
+    assert!(stats.page_faults > 0, "{stats:?}");
     client
         .update_resources("c", memory_limit(64 << 20))
         .unwrap();

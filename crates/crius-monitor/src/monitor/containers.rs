@@ -384,12 +384,14 @@ impl Monitor {
     }
 
     pub(crate) fn stats(&mut self, id: &str) -> Result<ContainerStats> {
-        let s = self.cgroup(id)?.stats()?;
+        let cgroup = self.cgroup(id)?;
+        let s = cgroup.stats()?;
+        let (rss, faults) = super::memstat::rss_and_faults(cgroup);
         Ok(ContainerStats {
             cpu_usage_ns: s.cpu_usage_ns,
             memory_working_set_bytes: s.memory_working_set,
-            memory_rss_bytes: 0,
-            page_faults: 0,
+            memory_rss_bytes: rss,
+            page_faults: faults,
             pids: s.pids,
             oom_events: s.oom_kills,
             timestamp_ns: now_ns(),

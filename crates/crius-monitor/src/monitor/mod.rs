@@ -10,6 +10,7 @@ mod conn;
 mod containers;
 mod exec;
 mod logs;
+mod memstat;
 mod pins;
 mod status;
 pub(crate) mod sys;
