@@ -18,9 +18,7 @@
 //!
 //! Not done here: image `VOLUME` directories (the caller creates them in the writable
 //! layer, see [`volumes`]); pod-level sysctls (applied by the monitor to the pod's
-//! namespaces); SELinux relabelling of mounts (`selinux_relabel` is ignored); host device
-//! nodes for privileged containers (they get a cgroup rule allowing every device, but only
-//! the devices they list are created).
+//! namespaces); SELinux relabelling of mounts (`selinux_relabel` is ignored).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
@@ -946,13 +944,82 @@ fn devices(config: &ContainerConfig) -> Result<(Vec<LinuxDevice>, Vec<LinuxDevic
             device_rule(true, Some(typ), major, minor, access)
         }));
     }
-    let mut nodes = Vec::new();
+    let mut nodes = if config.security.privileged {
+        host_devices(Path::new("/dev"), 0)
+    } else {
+        Vec::new()
+    };
+    nodes.retain(|n| !config.devices.iter().any(|d| d.container_path == *n.path()));
     for d in &config.devices {
         let (node, rule) = device(d)?;
         nodes.push(node);
         rules.push(rule);
     }
     Ok((nodes, rules))
+}
+
+/// Directories of `/dev` that hold no device a privileged container should copy: other
+/// filesystems the spec mounts itself, and udev/LXC bookkeeping.
+const HOST_DEV_SKIPPED: [&str; 8] = [
+    "pts",
+    "shm",
+    "mqueue",
+    "fd",
+    "hugepages",
+    ".udev",
+    ".lxc",
+    ".lxd-mounts",
+];
+
+/// Nodes every runtime creates in a container's `/dev` itself.
+const STANDARD_DEVICES: [&str; 8] = [
+    "null", "zero", "full", "random", "urandom", "tty", "console", "ptmx",
+];
+
+/// Every character and block device under the host's `dir` (symlinks not followed), for
+/// a privileged container, as containerd gives it. Best effort: an unreadable entry is
+/// skipped.
+fn host_devices(dir: &Path, depth: usize) -> Vec<LinuxDevice> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut nodes = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        let kind = meta.file_type();
+        if kind.is_dir() && depth < 4 && !HOST_DEV_SKIPPED.contains(&name.as_ref()) {
+            nodes.extend(host_devices(&entry.path(), depth + 1));
+            continue;
+        }
+        let typ = match (kind.is_char_device(), kind.is_block_device()) {
+            (true, _) => LinuxDeviceType::C,
+            (_, true) => LinuxDeviceType::B,
+            _ => continue,
+        };
+        if depth == 0 && STANDARD_DEVICES.contains(&name.as_ref()) {
+            continue;
+        }
+        let (Ok(major), Ok(minor)) = (
+            i64::try_from(nix::sys::stat::major(meta.rdev())),
+            i64::try_from(nix::sys::stat::minor(meta.rdev())),
+        ) else {
+            continue;
+        };
+        let mut node = LinuxDevice::default();
+        node.set_path(entry.path());
+        node.set_typ(typ);
+        node.set_major(major);
+        node.set_minor(minor);
+        node.set_file_mode(Some(meta.mode() & 0o7777));
+        node.set_uid(Some(meta.uid()));
+        node.set_gid(Some(meta.gid()));
+        nodes.push(node);
+    }
+    nodes
 }
 
 /// One host device node, by `stat` of its host path (symlinks followed: kubelet's paths
@@ -1513,6 +1580,30 @@ mod tests {
         assert!(rules
             .iter()
             .any(|r| r.allow() && r.typ().is_none() && r.major().is_none()));
+    }
+
+    #[test]
+    fn a_privileged_container_gets_the_hosts_devices() {
+        let mut f = Fixture::new("privileged-devices");
+        f.pod.privileged = true;
+        f.sc().privileged = true;
+        let spec = f.spec();
+        let nodes = linux(&spec).devices().clone().unwrap();
+        if Path::new("/dev/kmsg").exists() {
+            let kmsg = nodes
+                .iter()
+                .find(|d| d.path() == Path::new("/dev/kmsg"))
+                .unwrap();
+            assert_eq!(
+                (kmsg.typ(), kmsg.major(), kmsg.minor()),
+                (LinuxDeviceType::C, 1, 11)
+            );
+        }
+        assert!(nodes.iter().all(|d| d.path().starts_with("/dev")));
+        assert!(nodes.iter().all(|d| !d.path().starts_with("/dev/pts")));
+        assert!(!nodes.iter().any(|d| d.path() == Path::new("/dev/null")));
+        f.sc().privileged = false;
+        assert!(linux(&f.spec()).devices().as_ref().unwrap().is_empty());
     }
 
     #[test]
