@@ -252,6 +252,12 @@ fn a_shared_pid_namespace_dies_with_its_monitor() {
     let mut pod = pod;
     pod.handle = None;
     crius_monitor::cleanup_after_dead_monitor(&pod.config).unwrap();
+    // The container's cgroup outlives a killed monitor; criusd deletes it (here: we do).
+    let cgroup = format!("crius-monitor-{}-s", pod.config.pod_id);
+    crius_oci::cgroup::CgroupManager::new(cgroup.as_ref())
+        .unwrap()
+        .delete()
+        .unwrap();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(pod.config.state_dir.to_str().unwrap()));
     assert!(!pod.config.socket_path().exists());

@@ -89,11 +89,20 @@ impl Pod {
         spec
     }
 
+    /// A create request; the container gets its own top-level cgroup named after the
+    /// pod and container (crius-oci's default `/<id>` would be shared by tests reusing
+    /// an id), removed with the container.
     pub fn create_request(&self, id: &str, args: &[&str]) -> CreateContainer {
+        let mut spec = self.spec(args);
+        let cgroup = PathBuf::from(format!("crius-monitor-{}-{id}", self.config.pod_id));
+        spec.linux_mut()
+            .as_mut()
+            .unwrap()
+            .set_cgroups_path(Some(cgroup));
         CreateContainer {
             id: id.into(),
             bundle: self.bundle(),
-            spec: self.spec(args),
+            spec,
             log_path: self.log_path(id),
             stdin: false,
             stdin_once: false,
