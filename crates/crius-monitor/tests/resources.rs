@@ -265,3 +265,27 @@ fn a_bad_sysctl_fails_the_spawn_with_the_monitor_message() {
     assert!(!mounts.contains(pod.config.state_dir.to_str().unwrap()));
     assert!(!pod.config.socket_path().exists());
 }
+
+#[test]
+fn stats_work_for_a_container_in_the_runtime_default_cgroup() {
+    if !crius_testkit::require_root("stats_work_for_a_default_cgroup") {
+        return;
+    }
+    let pod = Pod::start("defcg", namespaces(false));
+    let mut client = pod.client();
+    let id = format!("crius-monitor-defcg-{}", std::process::id());
+    let mut req = pod.create_request(&id, &["/bin/sleep", "60"]);
+    req.spec
+        .linux_mut()
+        .as_mut()
+        .unwrap()
+        .set_cgroups_path(None);
+    client.create(req).unwrap();
+    client.start(&id).unwrap();
+    let stats = client.stats(&id).unwrap();
+    assert!(stats.pids >= 1, "{stats:?}");
+    client
+        .stop(&id, Duration::from_secs(2), libc::SIGKILL)
+        .unwrap();
+    client.remove(&id).unwrap();
+}

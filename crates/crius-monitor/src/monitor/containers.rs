@@ -223,7 +223,12 @@ impl Monitor {
             .linux()
             .as_ref()
             .and_then(|l| l.cgroups_path().as_ref())
-            .and_then(|p| CgroupManager::new(p).ok());
+            .and_then(|p| CgroupManager::new(p).ok())
+            // crius-oci gives a spec without cgroupsPath a default cgroup.
+            .or_else(|| match req.runtime {
+                RuntimeChoice::Builtin => self.builtin.cgroup(&req.id).cloned(),
+                RuntimeChoice::Binary { .. } => None,
+            });
         let pid = process.pid();
         let status = ContainerStatus {
             id: req.id.clone(),
