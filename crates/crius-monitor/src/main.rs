@@ -42,6 +42,8 @@ fn main() {
             if let Ok(null) = std::fs::File::open("/dev/null") {
                 let _ = nix::unistd::dup2_stdout(&null);
             }
+            // Only now: a spawner that died before reading the report must not kill us.
+            sys::default_sigpipe();
             tracing::info!(pod_id = %config.pod_id, "monitor ready");
             monitor.run()
         }
@@ -136,10 +138,7 @@ fn setup(config: &PodConfig) -> Result<Monitor> {
         let sigchld = sys::sigchld_pipe().map_err(|e| Error::sys("SIGCHLD pipe", e))?;
         Ok((l, sigchld))
     }) {
-        Ok((listener, sigchld)) => {
-            sys::default_sigpipe();
-            Ok(Monitor::new(config.clone(), listener, sigchld, pins))
-        }
+        Ok((listener, sigchld)) => Ok(Monitor::new(config.clone(), listener, sigchld, pins)),
         Err(e) => {
             let _ = pins.release();
             let _ = std::fs::remove_file(&socket);
