@@ -333,3 +333,27 @@ fn exec_sync_with_a_terminal_returns_the_pty_output_as_stdout() {
         "{out:?}"
     );
 }
+
+#[test]
+fn stdin_is_kept_open_for_a_later_attach() {
+    if !crius_testkit::require_root("stdin_is_kept_open") {
+        return;
+    }
+    let pod = Pod::start("stdin", namespaces(false));
+    let mut client = pod.client();
+    let mut req = pod.create_request("open", &["/bin/cat"]);
+    req.stdin = true;
+    client.create(req).unwrap();
+    client.start("open").unwrap();
+    pod.run(&mut client, "closed", &["/bin/cat"]);
+    assert_eq!(wait_exited(&mut client, "closed").exit_code, 0);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        client.state("open").unwrap().state,
+        ContainerState::Running,
+        "cat saw EOF: the stdin pipe was not kept"
+    );
+    client
+        .stop("open", Duration::from_secs(2), libc::SIGKILL)
+        .unwrap();
+}
