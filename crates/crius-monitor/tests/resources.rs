@@ -197,7 +197,8 @@ fn a_user_namespaced_pod_maps_root_to_an_unprivileged_host_id() {
             uid_mappings: vec![map(0, 200_000, 65536)],
             gid_mappings: vec![map(0, 200_000, 65536)],
         }),
-        ..namespaces(false)
+        // A shared pid namespace too: its reaper must live in the pod's user namespace.
+        ..namespaces(true)
     };
     let pod = Pod::start("userns", ns);
     // The rootfs must be owned by the mapped root for the container to use it.
@@ -208,14 +209,19 @@ fn a_user_namespaced_pod_maps_root_to_an_unprivileged_host_id() {
         .status()
         .unwrap();
     let mut client = pod.client();
-    let mut req = pod.create_request("u", &["/bin/cat", "/proc/self/uid_map"]);
+    let mut req = pod.create_request(
+        "u",
+        &["/bin/sh", "-c", "cat /proc/self/uid_map; ps -o pid,args"],
+    );
     let linux = req.spec.linux_mut().as_mut().unwrap();
     linux.set_uid_mappings(Some(vec![map(0, 200_000, 65536)]));
     linux.set_gid_mappings(Some(vec![map(0, 200_000, 65536)]));
     client.create(req).unwrap();
     client.start("u").unwrap();
     let s = wait_exited(&mut client, "u");
-    let log = wait_log(&pod, "u", |l| l.contains("200000"));
+    let log = wait_log(&pod, "u", |l| {
+        l.contains("200000") && l.contains("crius-reaper")
+    });
     assert_eq!(s.exit_code, 0, "{log}");
 }
 
