@@ -85,8 +85,16 @@ pub enum Error {
     Spawn {
         /// Pod id.
         pod_id: String,
+        /// The classification the monitor reported (Internal for spawn failures).
+        kind: ErrorKind,
         /// The monitor's own report or the spawn error.
         message: String,
+    },
+    /// A live monitor already serves this pod.
+    #[error("a monitor already serves {}", socket.display())]
+    MonitorRunning {
+        /// Its socket.
+        socket: PathBuf,
     },
     /// A request cannot be served as given.
     #[error("invalid request: {0}")]
@@ -144,7 +152,8 @@ impl Error {
             Error::Closed => ErrorKind::Unavailable,
             Error::Timeout(_) => ErrorKind::DeadlineExceeded,
             Error::Remote { kind, .. } => *kind,
-            Error::Spawn { .. } => ErrorKind::Internal,
+            Error::Spawn { kind, .. } => *kind,
+            Error::MonitorRunning { .. } => ErrorKind::AlreadyExists,
             Error::InvalidConfig(_) => ErrorKind::InvalidArgument,
             Error::InvalidRequest(_) => ErrorKind::InvalidArgument,
             Error::WrongState { .. } => ErrorKind::FailedPrecondition,

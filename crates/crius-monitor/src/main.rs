@@ -33,7 +33,7 @@ fn main() {
     };
     let config = match read_config(&path) {
         Ok(c) => c,
-        Err(e) => report_and_exit(&format!("ERROR {e}")),
+        Err(e) => report_and_exit(&error_report(&e)),
     };
     daemonize();
     match setup(&config) {
@@ -49,7 +49,7 @@ fn main() {
         }
         Err(e) => {
             tracing::error!(pod_id = %config.pod_id, error = %e, "monitor setup failed");
-            report_and_exit(&format!("ERROR {e}"))
+            report_and_exit(&error_report(&e))
         }
     }
 }
@@ -71,6 +71,11 @@ fn read_config(path: &Path) -> Result<PodConfig> {
         .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))?;
     config.validate()?;
     Ok(config)
+}
+
+/// `ERROR <Kind> <message>`, parsed back by `spawn_monitor`.
+fn error_report(e: &Error) -> String {
+    format!("ERROR {:?} {e}", e.kind())
 }
 
 fn report(line: &str) {
@@ -125,10 +130,7 @@ fn setup(config: &PodConfig) -> Result<Monitor> {
     take_instance_lock(config)?;
     let socket = config.socket_path();
     if UnixStream::connect(&socket).is_ok() {
-        return Err(Error::InvalidConfig(format!(
-            "a monitor already serves {}",
-            socket.display()
-        )));
+        return Err(Error::MonitorRunning { socket });
     }
     let _ = std::fs::remove_file(&socket);
     let containers = config.state_dir.join("containers");
@@ -164,11 +166,9 @@ fn take_instance_lock(config: &PodConfig) -> Result<()> {
             std::mem::forget(lock);
             Ok(())
         }
-        Err((_, nix::Error::EWOULDBLOCK)) => Err(Error::InvalidConfig(format!(
-            "a monitor already serves {} (it holds {})",
-            config.socket_path().display(),
-            path.display()
-        ))),
+        Err((_, nix::Error::EWOULDBLOCK)) => Err(Error::MonitorRunning {
+            socket: config.socket_path(),
+        }),
         Err((_, e)) => Err(Error::sys(format!("flock {}", path.display()), e)),
     }
 }

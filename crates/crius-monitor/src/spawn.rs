@@ -26,7 +26,7 @@ use oci_spec::runtime::{
 use serde::{Deserialize, Serialize};
 
 use crate::client::MonitorClient;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::ContainerStatus;
 
 /// How long [`spawn_monitor`] waits for the monitor to report ready.
@@ -268,6 +268,7 @@ pub fn spawn_monitor(binary: &Path, config: &PodConfig) -> Result<MonitorHandle>
     config.validate()?;
     let spawn_err = |message: String| Error::Spawn {
         pod_id: config.pod_id.clone(),
+        kind: ErrorKind::Internal,
         message,
     };
     let path = config.config_path();
@@ -294,7 +295,13 @@ pub fn spawn_monitor(binary: &Path, config: &PodConfig) -> Result<MonitorHandle>
             .trim()
             .parse::<i32>()
             .map_err(|_| spawn_err(format!("bad report {report:?}")))?,
-        Some(("ERROR", message)) => return Err(spawn_err(message.trim().to_string())),
+        Some(("ERROR", rest)) => {
+            return Err(Error::Spawn {
+                pod_id: config.pod_id.clone(),
+                kind: parse_kind(rest).0,
+                message: parse_kind(rest).1.trim().to_string(),
+            })
+        }
         _ if report.is_empty() => {
             return Err(spawn_err(format!(
                 "exited ({status}) without a report; see {}",
@@ -312,6 +319,17 @@ pub fn spawn_monitor(binary: &Path, config: &PodConfig) -> Result<MonitorHandle>
         )));
     }
     Ok(MonitorHandle { pid, socket })
+}
+
+/// Splits `<Kind> <message>` (the monitor's error report); an unknown kind is Internal
+/// and stays part of the message.
+fn parse_kind(rest: &str) -> (ErrorKind, &str) {
+    rest.split_once(' ')
+        .and_then(|(k, m)| {
+            let kind = serde_json::from_value(serde_json::Value::String(k.into())).ok()?;
+            Some((kind, m))
+        })
+        .unwrap_or((ErrorKind::Internal, rest))
 }
 
 /// Reads the monitor's one-line report (up to EOF or newline) within `timeout`.

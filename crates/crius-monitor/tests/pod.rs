@@ -259,6 +259,7 @@ fn a_second_monitor_for_the_same_pod_is_refused() {
     let pod = Pod::start("single", namespaces(false));
     let err = crius_monitor::spawn_monitor(common::MONITOR.as_ref(), &pod.config).unwrap_err();
     assert!(err.to_string().contains("already serves"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
     // The first one still answers.
     pod.client().list().unwrap();
 }

@@ -135,6 +135,7 @@ fn drive_sandbox(
 ) -> Result<()> {
     let broken = |what: &str| Error::Spawn {
         pod_id: config.pod_id.clone(),
+        kind: crius_monitor::ErrorKind::Internal,
         message: format!("sandbox child: {what}"),
     };
     if let Some(maps) = &config.namespaces.user {
