@@ -178,7 +178,7 @@ pub struct CreateContainer {
     pub bundle: PathBuf,
     /// The complete OCI spec: pod namespaces joined by path, mount/cgroup ns new.
     pub spec: Spec,
-    /// The CRI log file kubelet asked for.
+    /// The CRI log file kubelet asked for (absolute; empty: output is discarded).
     pub log_path: PathBuf,
     /// Keep a stdin pipe (or the pty) open for a later attach.
     pub stdin: bool,

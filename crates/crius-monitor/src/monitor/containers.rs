@@ -168,7 +168,8 @@ impl Monitor {
             return Err(Error::AlreadyExists(req.id));
         }
         for (what, path) in [("bundle", &req.bundle), ("log_path", &req.log_path)] {
-            if !path.is_absolute() {
+            let optional_empty = what == "log_path" && path.as_os_str().is_empty();
+            if !path.is_absolute() && !optional_empty {
                 return Err(Error::InvalidRequest(format!(
                     "container {}: {what} {} must be absolute",
                     req.id,

@@ -39,7 +39,8 @@ impl Stream {
 #[derive(Debug)]
 pub(crate) struct LogWriter {
     path: PathBuf,
-    file: File,
+    /// None when the container has no log path: output is read and dropped.
+    file: Option<File>,
     pending: [Vec<u8>; 2],
 }
 
@@ -53,19 +54,33 @@ fn open(path: &Path) -> std::io::Result<File> {
 }
 
 impl LogWriter {
-    /// Opens (appending, creating) the log file.
+    /// Opens (appending, creating) the log file; an empty path logs nothing.
     pub(crate) fn open(path: &Path) -> std::io::Result<Self> {
+        let file = if path.as_os_str().is_empty() {
+            None
+        } else {
+            Some(open(path)?)
+        };
         Ok(Self {
             path: path.to_path_buf(),
-            file: open(path)?,
+            file,
             pending: [Vec::new(), Vec::new()],
         })
     }
 
     /// Reopens the file at the same path (kubelet rotated it).
     pub(crate) fn reopen(&mut self) -> std::io::Result<()> {
-        self.file = open(&self.path)?;
+        if self.file.is_some() {
+            self.file = Some(open(&self.path)?);
+        }
         Ok(())
+    }
+
+    fn append(&mut self, out: &[u8]) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.write_all(out),
+            None => Ok(()),
+        }
     }
 
     /// Appends `data` from `stream`: complete lines as `F`, 16 KiB pieces as `P`.
@@ -97,7 +112,7 @@ impl LogWriter {
             start += MAX_LINE;
         }
         pending.drain(..start);
-        self.file.write_all(&out)
+        self.append(&out)
     }
 
     /// The stream ended: writes what is left of its last line as `F`.
@@ -114,7 +129,7 @@ impl LogWriter {
             false,
             &rest,
         );
-        self.file.write_all(&out)
+        self.append(&out)
     }
 }
 
@@ -189,6 +204,14 @@ mod tests {
         assert_eq!(rfc3339_nano(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert!(rfc3339_nano(leap).starts_with("2000-02-29T00:00:00"));
+    }
+
+    #[test]
+    fn an_empty_log_path_discards_output() {
+        let mut w = LogWriter::open(Path::new("")).unwrap();
+        w.write(Stream::Stdout, b"dropped\n").unwrap();
+        w.finish(Stream::Stdout).unwrap();
+        w.reopen().unwrap();
     }
 
     #[test]
