@@ -200,8 +200,10 @@ async fn connect(
         }
         Err(e) => info.failure = Some(format!("connect {}: {}", socket.display(), chain(&e))),
     }
-    let mut proc_names = known_processes(&info.runtime_name);
-    proc_names.extend(extra_procs);
+    let proc_names = procs::ProcNames {
+        known: known_processes(&info.runtime_name),
+        extra: extra_procs,
+    };
     Ok(Side {
         info,
         socket,

@@ -152,20 +152,44 @@ pub fn socket_owner(path: &Path) -> Option<i32> {
     })
 }
 
-/// Whether the process with `argv` is one of `names` serving `socket`. A process whose
-/// command line names another daemon (`-address <sock>`, as containerd shims do) belongs
-/// to that daemon, not to ours.
-pub fn matches_name(argv: &[String], comm: &str, names: &[String], socket: &Path) -> bool {
+/// The names of a runtime's per-pod helper processes.
+#[derive(Debug, Clone, Default)]
+pub struct ProcNames {
+    /// Known helpers of the runtime (shims, monitors): counted only when they serve this
+    /// runtime's socket (see [`matches_name`]).
+    pub known: Vec<String>,
+    /// Names the user gave with `--procs`: counted by name alone.
+    pub extra: Vec<String>,
+}
+
+/// Whether the process with `argv` is a helper of the runtime serving `socket`.
+///
+/// A name from `extra` is enough. A `known` name must also belong to this runtime, since
+/// other daemons (a host containerd, a test criusd) run helpers of the same name: when its
+/// command line names a daemon (`-address <sock>`, as containerd shims do) that must be
+/// our socket; otherwise one of its arguments must lie under the socket's directory (a
+/// crius-monitor gets `--config <state>/pods/<id>/pod.json`, its daemon's state dir).
+pub fn matches_name(argv: &[String], comm: &str, names: &ProcNames, socket: &Path) -> bool {
     let base = argv
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a))
         .unwrap_or("");
-    let named = names.iter().any(|n| n == base || n == comm);
+    let is = |list: &[String]| list.iter().any(|n| n == base || n == comm);
+    if is(&names.extra) {
+        return true;
+    }
+    if !is(&names.known) {
+        return false;
+    }
     let address = argv
         .iter()
         .position(|a| a == "-address" || a == "--address")
         .and_then(|i| argv.get(i + 1));
-    named && address.is_none_or(|a| Path::new(a) == socket)
+    match (address, socket.parent()) {
+        (Some(a), _) => Path::new(a) == socket,
+        (None, Some(dir)) => argv.iter().skip(1).any(|a| Path::new(a).starts_with(dir)),
+        (None, None) => false,
+    }
 }
 
 /// The processes of one runtime, as (pid, start) pairs so a reused pid is not mistaken.
@@ -178,7 +202,7 @@ pub struct ProcSet {
 
 impl ProcSet {
     /// Finds the runtime serving `socket`: daemon, named processes and their descendants.
-    pub fn discover(socket: &Path, names: &[String]) -> ProcSet {
+    pub fn discover(socket: &Path, names: &ProcNames) -> ProcSet {
         let daemon = socket_owner(socket);
         let stats = all_stats();
         let me = i32::try_from(std::process::id()).unwrap_or(-1);
@@ -299,47 +323,87 @@ mod tests {
         assert_eq!(parse_smaps_rollup("Rss: 1 kB\n"), None);
     }
 
+    fn argv(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn known(name: &str) -> ProcNames {
+        ProcNames {
+            known: vec![name.to_string()],
+            extra: vec![],
+        }
+    }
+
     #[test]
-    fn name_match_uses_argv0_basename_and_honours_the_address_flag() {
-        let names = vec!["containerd-shim-runc-v2".to_string()];
+    fn a_shim_counts_only_for_the_socket_it_names() {
+        let names = known("containerd-shim-runc-v2");
         let ours = Path::new("/run/crius-bench/containerd.sock");
-        let argv = |addr: &str| -> Vec<String> {
-            [
+        let shim = |addr: &str| {
+            argv(&[
                 "/usr/bin/containerd-shim-runc-v2",
                 "-namespace",
                 "k8s.io",
                 "-address",
                 addr,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+            ])
         };
+        let comm = "containerd-shim";
         assert!(matches_name(
-            &argv(ours.to_str().expect("utf8")),
-            "containerd-shim",
+            &shim("/run/crius-bench/containerd.sock"),
+            comm,
             &names,
             ours
         ));
         assert!(!matches_name(
-            &argv("/run/containerd/containerd.sock"),
-            "x",
+            &shim("/run/containerd/containerd.sock"),
+            comm,
             &names,
             ours
         ));
-        let monitor = vec!["crius-monitor".to_string()];
-        assert!(matches_name(
-            &monitor,
+    }
+
+    #[test]
+    fn a_monitor_counts_only_when_its_config_lies_under_the_socket_directory() {
+        let names = known("crius-monitor");
+        let ours = Path::new("/run/crius/crius.sock");
+        let mine = argv(&[
+            "/usr/bin/crius-monitor",
+            "--config",
+            "/run/crius/pods/p1/pod.json",
+        ]);
+        let other = argv(&["crius-monitor", "--config", "/tmp/test-1/pods/p1/pod.json"]);
+        let sibling = argv(&["crius-monitor", "--config", "/run/crius2/pods/p1/pod.json"]);
+        assert!(matches_name(&mine, "crius-monitor", &names, ours));
+        assert!(!matches_name(&other, "crius-monitor", &names, ours));
+        assert!(!matches_name(&sibling, "crius-monitor", &names, ours));
+        assert!(!matches_name(
+            &mine,
             "crius-monitor",
-            &["crius-monitor".into()],
+            &known("conmon"),
             ours
         ));
-        assert!(!matches_name(&monitor, "crius-monitor", &names, ours));
+    }
+
+    #[test]
+    fn a_user_given_name_counts_by_name_alone() {
+        let names = ProcNames {
+            known: vec![],
+            extra: vec!["my-shim".into()],
+        };
+        let ours = Path::new("/run/x.sock");
+        assert!(matches_name(
+            &argv(&["/opt/my-shim"]),
+            "my-shim",
+            &names,
+            ours
+        ));
+        assert!(!matches_name(&argv(&["/opt/other"]), "other", &names, ours));
     }
 
     #[test]
     fn discover_finds_nothing_for_an_unbound_socket() {
-        let set = ProcSet::discover(Path::new("/nonexistent/crius-bench.sock"), &[]);
+        let names = ProcNames::default();
+        let set = ProcSet::discover(Path::new("/nonexistent/crius-bench.sock"), &names);
         assert_eq!(set.daemon, None);
         assert!(set.runtime.is_empty());
         assert_eq!(set.cpu_seconds(), 0.0);

@@ -82,16 +82,32 @@ impl Report {
 
     /// Adds a figure row.
     pub fn figure(&mut self, metric: impl Into<String>, unit: &str, sides: Vec<Option<f64>>) {
+        // A ratio of counts (pods started, processes) says nothing about speed or cost.
         let ratio = ratio(
             sides.first().copied().flatten(),
             sides.get(1).copied().flatten(),
-        );
+        )
+        .filter(|_| unit != "count");
         self.figures.push(FigureRow {
             metric: metric.into(),
             unit: unit.into(),
             sides,
             ratio,
         });
+    }
+
+    /// Adds a figure row whose sides measured different things (say, different pod
+    /// counts), so no ratio is given.
+    pub fn figure_unpaired(
+        &mut self,
+        metric: impl Into<String>,
+        unit: &str,
+        sides: Vec<Option<f64>>,
+    ) {
+        self.figure(metric, unit, sides);
+        if let Some(row) = self.figures.last_mut() {
+            row.ratio = None;
+        }
     }
 
     /// The human-readable report.

@@ -10,7 +10,7 @@ use crius::api;
 use tokio::task::JoinSet;
 
 use crate::cri::{timed, RpcError, StartTimes, StopTimes, Workload};
-use crate::procs::{Memory, ProcSet};
+use crate::procs::{Memory, ProcNames, ProcSet};
 use crate::report::{Report, SideInfo};
 
 /// One runtime under test.
@@ -18,7 +18,7 @@ use crate::report::{Report, SideInfo};
 pub struct Side {
     pub info: SideInfo,
     pub socket: PathBuf,
-    pub proc_names: Vec<String>,
+    pub proc_names: ProcNames,
     /// `None` when the side could not even be reached.
     pub work: Option<Workload>,
     /// Processes whose CPU time is charged to this side while its batches run.
@@ -430,18 +430,39 @@ fn memory_figures(
     r.figure("daemon RSS, idle", "MiB", daemon_idle);
     let rss_idle = each(&|i| Some(mib(at(idle, i)?.runtime.rss_kib)));
     r.figure("runtime RSS, idle", "MiB", rss_idle);
-    let rss_full = each(&|i| Some(mib(at(full, i)?.runtime.rss_kib)));
-    r.figure("runtime RSS, with the pods", "MiB", rss_full);
-    let pss_full = each(&|i| Some(mib(at(full, i)?.runtime.pss_kib)));
-    r.figure("runtime PSS, with the pods", "MiB", pss_full);
-    let rss_pod = each(&|i| per_pod(i, |s| s.runtime.rss_kib));
-    r.figure("runtime RSS per pod", "MiB", rss_pod);
-    let pss_pod = each(&|i| per_pod(i, |s| s.runtime.pss_kib));
-    r.figure("runtime PSS per pod", "MiB", pss_pod);
+    // Figures taken with the pods only compare when every side started as many.
+    let paired = started.windows(2).all(|w| w[0] == w[1]);
+    let mut add = |metric: &str, unit: &str, values: Vec<Option<f64>>| {
+        if paired {
+            r.figure(metric, unit, values);
+        } else {
+            r.figure_unpaired(metric, unit, values);
+        }
+    };
+    add(
+        "runtime RSS, with the pods",
+        "MiB",
+        each(&|i| Some(mib(at(full, i)?.runtime.rss_kib))),
+    );
+    add(
+        "runtime PSS, with the pods",
+        "MiB",
+        each(&|i| Some(mib(at(full, i)?.runtime.pss_kib))),
+    );
+    add(
+        "runtime RSS per pod",
+        "MiB",
+        each(&|i| per_pod(i, |s| s.runtime.rss_kib)),
+    );
+    add(
+        "runtime PSS per pod",
+        "MiB",
+        each(&|i| per_pod(i, |s| s.runtime.pss_kib)),
+    );
     let workload = each(&|i| per_pod(i, |s| s.workload.pss_kib));
-    r.figure("workload PSS per pod (pause, sleep)", "MiB", workload);
+    add("workload PSS per pod (pause, sleep)", "MiB", workload);
     let count = each(&|i| Some(at(full, i)?.processes as f64));
-    r.figure("runtime processes with the pods", "count", count);
+    add("runtime processes with the pods", "count", count);
     let pods = each(&|i| started.get(i).map(|n| *n as f64));
     r.figure("pods started", "count", pods);
 }
