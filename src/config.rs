@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crius_core::{CgroupDriverChoice, RuntimeHandlerConfig, RuntimeOptions};
+use crius_core::{
+    CgroupDriverChoice, ImageConfig, NetworkMode, NetworkOptions, RegistryConfig,
+    RuntimeHandlerConfig, RuntimeOptions,
+};
 use serde::{Deserialize, Serialize};
 
 /// Where criusd looks for its config file when `--config` is not given.
@@ -50,8 +53,87 @@ pub struct Config {
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before criusd exits.
     /// Containers keep running either way.
     pub shutdown_grace_seconds: u64,
+    /// The per-pod monitor binary; empty means `crius-monitor` beside criusd.
+    pub monitor_path: String,
+    /// Image pulls.
+    pub image: ImageOptions,
+    /// Pod networking.
+    pub network: NetworkConfig,
+    /// Per-registry settings keyed by host: `insecure = true` (plain HTTP) and `mirrors`
+    /// (tried in order, then the registry itself).
+    pub registries: BTreeMap<String, RegistryConfig>,
     /// RuntimeClass handlers served by runc-compatible binaries, by handler name.
     pub runtimes: BTreeMap<String, RuntimeEntry>,
+}
+
+/// Pod network options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// `auto` (CNI when `cni_conf_dir` has a config, else the built-in bridge), `cni`,
+    /// `builtin`, or `none` (loopback only).
+    pub mode: NetworkMode,
+    /// Where CNI configs are read (the lexically first `.conf`/`.conflist`/`.json`).
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugins are looked up, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// How long one CNI plugin call may take.
+    pub cni_timeout_seconds: u64,
+    /// The built-in network's bridge.
+    pub bridge: String,
+    /// Built-in host ports (iptables DNAT).
+    pub host_ports: bool,
+    /// Masquerade pod traffic leaving the pod CIDR; off keeps pods on the node's networks.
+    pub masquerade: bool,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        let d = NetworkOptions::default();
+        Self {
+            mode: d.mode,
+            cni_conf_dir: d.cni_conf_dir,
+            cni_bin_dirs: d.cni_bin_dirs,
+            cni_timeout_seconds: d.cni_timeout.as_secs(),
+            bridge: d.bridge,
+            host_ports: d.host_ports,
+            masquerade: d.masquerade,
+        }
+    }
+}
+
+impl NetworkConfig {
+    fn options(&self) -> NetworkOptions {
+        NetworkOptions {
+            mode: self.mode,
+            cni_conf_dir: self.cni_conf_dir.clone(),
+            cni_bin_dirs: self.cni_bin_dirs.clone(),
+            cni_timeout: std::time::Duration::from_secs(self.cni_timeout_seconds),
+            bridge: self.bridge.clone(),
+            host_ports: self.host_ports,
+            masquerade: self.masquerade,
+        }
+    }
+}
+
+/// Image pull options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageOptions {
+    /// Layers downloaded at once per pull.
+    pub max_concurrent_downloads: usize,
+    /// Layers at least this big log their progress at info level.
+    pub progress_min_bytes: u64,
+}
+
+impl Default for ImageOptions {
+    fn default() -> Self {
+        let d = ImageConfig::default();
+        Self {
+            max_concurrent_downloads: d.max_concurrent_downloads,
+            progress_min_bytes: d.progress_min_bytes,
+        }
+    }
 }
 
 /// Logging options.
@@ -92,6 +174,10 @@ impl Default for Config {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             pod_cidr: String::new(),
             shutdown_grace_seconds: 10,
+            monitor_path: String::new(),
+            image: ImageOptions::default(),
+            network: NetworkConfig::default(),
+            registries: BTreeMap::new(),
             runtimes: BTreeMap::new(),
         }
     }
@@ -145,6 +231,16 @@ impl Config {
                     path.display()
                 ));
             }
+        }
+        // <state>/pods/<64-hex pod id>/monitor.sock must fit a unix socket path (107 bytes).
+        let longest_socket =
+            self.state.as_os_str().len() + "/pods/".len() + 64 + "/monitor.sock".len();
+        if longest_socket > 107 {
+            return invalid(format!(
+                "state {} is too long: pod monitor sockets under it would exceed the 107-byte unix socket path limit; use a path of at most {} bytes",
+                self.state.display(),
+                107 - (longest_socket - self.state.as_os_str().len())
+            ));
         }
         let mut warnings = Vec::new();
         for (name, entry) in &self.runtimes {
@@ -202,6 +298,18 @@ impl Config {
                 })
                 .collect(),
             pod_cidr: Some(self.pod_cidr.clone()).filter(|c| !c.is_empty()),
+            image: self.image_config(),
+            monitor_binary: Some(PathBuf::from(&self.monitor_path))
+                .filter(|p| !p.as_os_str().is_empty()),
+            network: self.network.options(),
+        }
+    }
+
+    fn image_config(&self) -> ImageConfig {
+        ImageConfig {
+            registries: self.registries.clone(),
+            max_concurrent_downloads: self.image.max_concurrent_downloads,
+            progress_min_bytes: self.image.progress_min_bytes,
         }
     }
 }

@@ -64,6 +64,8 @@ fn run() -> Result<()> {
         let signals = ShutdownSignals::install().context("install signal handlers")?;
         let lock = SocketLock::take(&config.socket_path()?)?;
         let runtime = Arc::new(Runtime::open(config.runtime_options())?);
+        // Reconnect to every pod's monitor and learn what happened while criusd was down.
+        runtime.recover()?;
         let socket = lock.bind()?;
         serve(
             socket,
@@ -120,10 +122,11 @@ async fn serve(
     let (listener, _guard) = socket.into_tokio()?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let max = crius::client::MAX_MESSAGE;
-    let runtime_service = RuntimeServiceServer::new(RuntimeService::new(runtime, config_json))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    let image_service = ImageServiceServer::new(ImageService::default())
+    let runtime_service =
+        RuntimeServiceServer::new(RuntimeService::new(runtime.clone(), config_json))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+    let image_service = ImageServiceServer::new(ImageService::new(runtime.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     tracing::info!(

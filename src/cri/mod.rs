@@ -6,7 +6,10 @@
 //! The services are only served once the runtime is fully opened, so no call can observe
 //! a half-initialised daemon.
 
+mod container;
+mod convert;
 mod image;
+mod pod;
 mod runtime;
 
 use std::future::Future;
@@ -31,6 +34,8 @@ pub enum CriError {
     InvalidArgument(String),
     #[error("{0} is not implemented yet by crius")]
     Unimplemented(&'static str),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl CriError {
@@ -49,6 +54,7 @@ impl CriError {
             },
             CriError::InvalidArgument(_) => Code::InvalidArgument,
             CriError::Unimplemented(_) => Code::Unimplemented,
+            CriError::Internal(_) => Code::Internal,
         }
     }
 }
@@ -102,6 +108,18 @@ where
             Err(status)
         }
     }
+}
+
+/// Runs blocking domain work (the store, the monitor client, the filesystem) on tokio's
+/// blocking pool so it never stalls the async workers.
+pub(crate) async fn blocking<T, F>(work: F) -> Result<T, CriError>
+where
+    F: FnOnce() -> Result<T, CriError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| CriError::Internal(format!("blocking task failed: {e}")))?
 }
 
 /// The answer of an RPC whose issue has not landed yet; it names the RPC.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crius_core::Runtime;
 use tonic::{Request, Response, Status};
 
-use super::{handle, unimplemented, Ids, ResponseStream};
+use super::{container, handle, pod, unimplemented, Ids, ResponseStream};
 use crate::api;
 use crate::api::runtime_service_server::RuntimeService as Service;
 
@@ -115,21 +115,231 @@ impl Service for RuntimeService {
         .await
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        r: Request<api::RunPodSandboxRequest>,
+    ) -> Result<Response<api::RunPodSandboxResponse>, Status> {
+        let r = r.into_inner();
+        let name = r
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        handle(
+            "RunPodSandbox",
+            Ids {
+                pod: &name,
+                ..Ids::default()
+            },
+            pod::run(&self.runtime, r),
+        )
+        .await
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        r: Request<api::StopPodSandboxRequest>,
+    ) -> Result<Response<api::StopPodSandboxResponse>, Status> {
+        let id = r.into_inner().pod_sandbox_id;
+        handle(
+            "StopPodSandbox",
+            Ids {
+                pod: &id.clone(),
+                ..Ids::default()
+            },
+            pod::stop(&self.runtime, id),
+        )
+        .await
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        r: Request<api::RemovePodSandboxRequest>,
+    ) -> Result<Response<api::RemovePodSandboxResponse>, Status> {
+        let id = r.into_inner().pod_sandbox_id;
+        handle(
+            "RemovePodSandbox",
+            Ids {
+                pod: &id.clone(),
+                ..Ids::default()
+            },
+            pod::remove(&self.runtime, id),
+        )
+        .await
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        r: Request<api::PodSandboxStatusRequest>,
+    ) -> Result<Response<api::PodSandboxStatusResponse>, Status> {
+        let r = r.into_inner();
+        handle(
+            "PodSandboxStatus",
+            Ids {
+                pod: &r.pod_sandbox_id.clone(),
+                ..Ids::default()
+            },
+            pod::status(&self.runtime, r),
+        )
+        .await
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        r: Request<api::ListPodSandboxRequest>,
+    ) -> Result<Response<api::ListPodSandboxResponse>, Status> {
+        let filter = r.into_inner().filter;
+        handle("ListPodSandbox", Ids::default(), async {
+            Ok(api::ListPodSandboxResponse {
+                items: pod::list(&self.runtime, filter).await?,
+            })
+        })
+        .await
+    }
+
+    type StreamPodSandboxesStream = ResponseStream<api::StreamPodSandboxesResponse>;
+    async fn stream_pod_sandboxes(
+        &self,
+        r: Request<api::StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let filter = r.into_inner().filter;
+        handle("StreamPodSandboxes", Ids::default(), async {
+            let items = pod::list(&self.runtime, filter).await?;
+            Ok(batches(items, |items| api::StreamPodSandboxesResponse {
+                pod_sandboxes: items,
+            }))
+        })
+        .await
+    }
+
+    async fn create_container(
+        &self,
+        r: Request<api::CreateContainerRequest>,
+    ) -> Result<Response<api::CreateContainerResponse>, Status> {
+        let r = r.into_inner();
+        handle(
+            "CreateContainer",
+            Ids {
+                pod: &r.pod_sandbox_id.clone(),
+                ..Ids::default()
+            },
+            container::create(&self.runtime, r),
+        )
+        .await
+    }
+
+    async fn start_container(
+        &self,
+        r: Request<api::StartContainerRequest>,
+    ) -> Result<Response<api::StartContainerResponse>, Status> {
+        let id = r.into_inner().container_id;
+        handle(
+            "StartContainer",
+            Ids {
+                container: &id.clone(),
+                ..Ids::default()
+            },
+            container::start(&self.runtime, id),
+        )
+        .await
+    }
+
+    async fn stop_container(
+        &self,
+        r: Request<api::StopContainerRequest>,
+    ) -> Result<Response<api::StopContainerResponse>, Status> {
+        let r = r.into_inner();
+        handle(
+            "StopContainer",
+            Ids {
+                container: &r.container_id.clone(),
+                ..Ids::default()
+            },
+            container::stop(&self.runtime, r),
+        )
+        .await
+    }
+
+    async fn remove_container(
+        &self,
+        r: Request<api::RemoveContainerRequest>,
+    ) -> Result<Response<api::RemoveContainerResponse>, Status> {
+        let id = r.into_inner().container_id;
+        handle(
+            "RemoveContainer",
+            Ids {
+                container: &id.clone(),
+                ..Ids::default()
+            },
+            container::remove(&self.runtime, id),
+        )
+        .await
+    }
+
+    async fn container_status(
+        &self,
+        r: Request<api::ContainerStatusRequest>,
+    ) -> Result<Response<api::ContainerStatusResponse>, Status> {
+        let r = r.into_inner();
+        handle(
+            "ContainerStatus",
+            Ids {
+                container: &r.container_id.clone(),
+                ..Ids::default()
+            },
+            container::status(&self.runtime, r),
+        )
+        .await
+    }
+
+    async fn list_containers(
+        &self,
+        r: Request<api::ListContainersRequest>,
+    ) -> Result<Response<api::ListContainersResponse>, Status> {
+        let filter = r.into_inner().filter;
+        handle("ListContainers", Ids::default(), async {
+            Ok(api::ListContainersResponse {
+                containers: container::list(&self.runtime, filter).await?,
+            })
+        })
+        .await
+    }
+
+    type StreamContainersStream = ResponseStream<api::StreamContainersResponse>;
+    async fn stream_containers(
+        &self,
+        r: Request<api::StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        let filter = r.into_inner().filter;
+        handle("StreamContainers", Ids::default(), async {
+            let items = container::list(&self.runtime, filter).await?;
+            Ok(batches(items, |items| api::StreamContainersResponse {
+                containers: items,
+            }))
+        })
+        .await
+    }
+
+    async fn exec_sync(
+        &self,
+        r: Request<api::ExecSyncRequest>,
+    ) -> Result<Response<api::ExecSyncResponse>, Status> {
+        let r = r.into_inner();
+        handle(
+            "ExecSync",
+            Ids {
+                container: &r.container_id.clone(),
+                ..Ids::default()
+            },
+            container::exec_sync(&self.runtime, r),
+        )
+        .await
+    }
+
     not_yet! {
-        RunPodSandbox: run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
-        StopPodSandbox: stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
-        RemovePodSandbox: remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
-        PodSandboxStatus: pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
-        ListPodSandbox: list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
-        CreateContainer: create_container(CreateContainerRequest) -> CreateContainerResponse;
-        StartContainer: start_container(StartContainerRequest) -> StartContainerResponse;
-        StopContainer: stop_container(StopContainerRequest) -> StopContainerResponse;
-        RemoveContainer: remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
-        ListContainers: list_containers(ListContainersRequest) -> ListContainersResponse;
-        ContainerStatus: container_status(ContainerStatusRequest) -> ContainerStatusResponse;
         UpdateContainerResources: update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         ReopenContainerLog: reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
-        ExecSync: exec_sync(ExecSyncRequest) -> ExecSyncResponse;
         Exec: exec(ExecRequest) -> ExecResponse;
         Attach: attach(AttachRequest) -> AttachResponse;
         PortForward: port_forward(PortForwardRequest) -> PortForwardResponse;
@@ -145,8 +355,6 @@ impl Service for RuntimeService {
 
     not_yet_streaming! {
         GetContainerEvents: get_container_events(GetEventsRequest) -> GetContainerEventsStream<ContainerEventResponse>;
-        StreamPodSandboxes: stream_pod_sandboxes(StreamPodSandboxesRequest) -> StreamPodSandboxesStream<StreamPodSandboxesResponse>;
-        StreamContainers: stream_containers(StreamContainersRequest) -> StreamContainersStream<StreamContainersResponse>;
         StreamContainerStats: stream_container_stats(StreamContainerStatsRequest) -> StreamContainerStatsStream<StreamContainerStatsResponse>;
         StreamPodSandboxStats: stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> StreamPodSandboxStatsStream<StreamPodSandboxStatsResponse>;
         StreamPodSandboxMetrics: stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> StreamPodSandboxMetricsStream<StreamPodSandboxMetricsResponse>;
@@ -215,4 +423,20 @@ fn handler(h: crius_core::RuntimeHandler) -> api::RuntimeHandler {
             user_namespaces: h.user_namespaces,
         }),
     }
+}
+
+/// Items per message of the `Stream*` list RPCs: 10,000 containers never come near the
+/// 16 MiB gRPC message limit.
+const STREAM_BATCH: usize = 500;
+
+/// `items` as a stream of responses of at most [`STREAM_BATCH`] items each.
+fn batches<T: Clone + Send + 'static, R: Send + 'static>(
+    items: Vec<T>,
+    wrap: impl Fn(Vec<T>) -> R,
+) -> ResponseStream<R> {
+    let responses: Vec<Result<R, Status>> = items
+        .chunks(STREAM_BATCH)
+        .map(|c| Ok(wrap(c.to_vec())))
+        .collect();
+    Box::pin(tokio_stream::iter(responses))
 }

@@ -19,7 +19,10 @@ pub struct Scratch(pub PathBuf);
 impl Scratch {
     pub fn new(tag: &str) -> Self {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("crius-e2e-{tag}-{}-{n}", std::process::id()));
+        // Short: a pod's monitor socket lives at <state>/pods/<64-hex id>/monitor.sock and
+        // unix socket paths are limited to 107 bytes.
+        let _ = tag;
+        let dir = PathBuf::from(format!("/tmp/ce{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create scratch dir");
         Self(dir)
@@ -45,21 +48,39 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// A layout whose config turns pod networking off (tests that need a network set
+    /// their own bridge and CIDR, so parallel daemons never share one).
     pub fn new(tag: &str) -> Self {
         let scratch = Scratch::new(tag);
         let root = scratch.path().join("root");
-        let state = scratch.path().join("state");
+        let state = scratch.path().join("s");
         let socket = scratch.path().join("run/crius.sock");
-        Self {
+        let layout = Self {
             scratch,
             root,
             state,
             socket,
-        }
+        };
+        fs::write(layout.config(), "[network]\nmode = \"none\"\n").expect("write config");
+        layout
+    }
+
+    /// The config file every daemon of this layout reads.
+    pub fn config(&self) -> PathBuf {
+        self.scratch.path().join("base.toml")
+    }
+
+    /// Adds TOML to the layout's config file.
+    pub fn add_config(&self, toml: &str) {
+        let mut text = fs::read_to_string(self.config()).expect("read config");
+        text.push_str(toml);
+        fs::write(self.config(), text).expect("write config");
     }
 
     pub fn args(&self) -> Vec<String> {
         vec![
+            "--config".into(),
+            self.config().display().to_string(),
             "--root".into(),
             self.root.display().to_string(),
             "--state".into(),
@@ -182,4 +203,37 @@ pub fn run_criusd(layout: &Layout, extra: &[&str]) -> Output {
         let _ = child.kill();
     }
     child.wait_with_output().expect("criusd output")
+}
+
+/// A local registry holding the busybox test image as `<host>/busybox:latest`, marked
+/// plain HTTP in the layout's config.
+pub struct RegistryFixture {
+    pub registry: crius_testkit::registry::Registry,
+}
+
+impl std::fmt::Debug for RegistryFixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryFixture")
+            .field("host", &self.registry.host())
+            .finish()
+    }
+}
+
+impl RegistryFixture {
+    pub async fn start(layout: &Layout) -> Self {
+        let registry = crius_testkit::registry::Registry::start().expect("start docker-registry");
+        crius_testkit::images::busybox_image("amd64")
+            .push(registry.host(), "busybox", "latest", None)
+            .await
+            .expect("push busybox");
+        layout.add_config(&format!(
+            "[registries.\"{}\"]\ninsecure = true\n",
+            registry.host()
+        ));
+        Self { registry }
+    }
+
+    pub fn image(&self) -> String {
+        format!("{}/busybox:latest", self.registry.host())
+    }
 }

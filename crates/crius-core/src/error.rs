@@ -20,17 +20,40 @@ pub enum ErrorKind {
 pub enum Error {
     #[error(transparent)]
     Store(#[from] crius_store::Error),
+    #[error(transparent)]
+    Image(#[from] crius_image::Error),
+    #[error("pod monitor: {0}")]
+    Monitor(#[from] crius_monitor::Error),
+    #[error("pod network: {0}")]
+    Network(#[from] crius_net::Error),
+    #[error(transparent)]
+    Spec(#[from] crate::container::spec::SpecError),
     #[error("create directory {path}: {error}")]
     CreateDir {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error("{what}: {error}")]
+    Io { what: String, error: std::io::Error },
     #[error(
         "invalid pod CIDR {cidr:?}: {reason}; give an IPv4 or IPv6 network such as 10.88.0.0/16"
     )]
     InvalidPodCidr { cidr: String, reason: String },
     #[error("runtime handler {name:?} is not configured; configured handlers: {known}")]
     UnknownHandler { name: String, known: String },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The answer of an identical call that was in flight when this one arrived.
+    #[error("{message}")]
+    Retried { kind: ErrorKind, message: String },
 }
 
 impl Error {
@@ -38,9 +61,24 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Store(e) => store_kind(e.kind()),
-            Error::CreateDir { .. } => ErrorKind::Internal,
-            Error::InvalidPodCidr { .. } => ErrorKind::InvalidArgument,
-            Error::UnknownHandler { .. } => ErrorKind::NotFound,
+            Error::Image(e) => image_kind(e.kind()),
+            Error::Monitor(e) => monitor_kind(e.kind()),
+            Error::Network(e) => network_kind(e.kind()),
+            Error::Spec(e) => e.kind(),
+            Error::CreateDir { .. } | Error::Io { .. } => ErrorKind::Internal,
+            Error::InvalidPodCidr { .. } | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::UnknownHandler { .. } | Error::NotFound(_) => ErrorKind::NotFound,
+            Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Error::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
+            Error::Retried { kind, .. } => *kind,
+        }
+    }
+
+    pub(crate) fn io(what: impl Into<String>, error: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            error,
         }
     }
 }
@@ -56,6 +94,48 @@ fn store_kind(kind: crius_store::ErrorKind) -> ErrorKind {
         S::DeadlineExceeded => ErrorKind::DeadlineExceeded,
         S::Unavailable => ErrorKind::Unavailable,
         S::Internal => ErrorKind::Internal,
+    }
+}
+
+fn image_kind(kind: crius_image::ErrorKind) -> ErrorKind {
+    use crius_image::ErrorKind as I;
+    match kind {
+        I::InvalidArgument => ErrorKind::InvalidArgument,
+        I::NotFound => ErrorKind::NotFound,
+        I::AlreadyExists => ErrorKind::AlreadyExists,
+        I::FailedPrecondition => ErrorKind::FailedPrecondition,
+        I::ResourceExhausted => ErrorKind::ResourceExhausted,
+        I::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+        I::Unavailable => ErrorKind::Unavailable,
+        I::Internal => ErrorKind::Internal,
+    }
+}
+
+fn monitor_kind(kind: crius_monitor::ErrorKind) -> ErrorKind {
+    use crius_monitor::ErrorKind as M;
+    match kind {
+        M::InvalidArgument => ErrorKind::InvalidArgument,
+        M::NotFound => ErrorKind::NotFound,
+        M::AlreadyExists => ErrorKind::AlreadyExists,
+        M::FailedPrecondition => ErrorKind::FailedPrecondition,
+        M::ResourceExhausted => ErrorKind::ResourceExhausted,
+        M::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+        M::Unavailable => ErrorKind::Unavailable,
+        M::Internal => ErrorKind::Internal,
+    }
+}
+
+fn network_kind(kind: crius_net::ErrorKind) -> ErrorKind {
+    use crius_net::ErrorKind as N;
+    match kind {
+        N::InvalidArgument => ErrorKind::InvalidArgument,
+        N::NotFound => ErrorKind::NotFound,
+        N::AlreadyExists => ErrorKind::AlreadyExists,
+        N::FailedPrecondition => ErrorKind::FailedPrecondition,
+        N::ResourceExhausted => ErrorKind::ResourceExhausted,
+        N::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+        N::Unavailable => ErrorKind::Unavailable,
+        N::Internal => ErrorKind::Internal,
     }
 }
 

@@ -8,11 +8,18 @@
 #![forbid(unsafe_code)]
 
 mod cgroup;
+pub mod container;
 mod error;
+mod inflight;
+mod network;
+pub mod pod;
+mod rollback;
 mod runtime;
 
 pub use cgroup::{CgroupDriver, CgroupDriverChoice, CgroupVersion};
+pub use crius_image::{FsUsage, Image, ImageConfig, PullAuth, RegistryConfig};
 pub use error::{Error, ErrorKind, Result};
+pub use network::{NetworkMode, NetworkOptions, DEFAULT_POD_CIDR};
 pub use runtime::{
     Condition, Runtime, RuntimeHandler, RuntimeHandlerConfig, RuntimeOptions, RuntimeStatus,
     VersionInfo, NETWORK_READY, RUNTIME_READY,

@@ -5,12 +5,14 @@ use std::fs;
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
-use crius_store::Store;
+use crius_image::{ImageConfig, ImageManager, StoreImageRecords};
+use crius_store::{ContainerMetadata, PodMetadata, Store};
 
 use crate::cgroup::{systemd_booted, CgroupDriver, CgroupDriverChoice, CgroupVersion};
 use crate::error::{Error, Result};
+use crate::inflight::Inflight;
 
 /// The CRI condition type kubelet reads to decide whether the runtime can run pods.
 pub const RUNTIME_READY: &str = "RuntimeReady";
@@ -35,6 +37,12 @@ pub struct RuntimeOptions {
     pub handlers: Vec<RuntimeHandlerConfig>,
     /// The pod CIDR from the config file, used until kubelet sends one.
     pub pod_cidr: Option<String>,
+    /// Registries, mirrors and pull settings.
+    pub image: ImageConfig,
+    /// The `crius-monitor` binary; `None` looks next to the running executable.
+    pub monitor_binary: Option<PathBuf>,
+    /// Pod networking.
+    pub network: crate::network::NetworkOptions,
 }
 
 /// A named runtime handler (a Kubernetes RuntimeClass `handler`).
@@ -85,9 +93,17 @@ pub struct RuntimeStatus {
 pub struct Runtime {
     options: RuntimeOptions,
     store: Store,
+    images: Arc<ImageManager>,
     cgroup_driver: CgroupDriver,
     cgroup_version: CgroupVersion,
     pod_cidr: RwLock<Option<String>>,
+    /// The network new pods get (rebuilt when kubelet sends a new pod CIDR); `None` when
+    /// pod networking is off.
+    network: RwLock<Option<Arc<dyn crius_net::NetworkPlugin>>>,
+    /// RunPodSandbox calls in flight, by pod name key.
+    pub(crate) pod_runs: Inflight<PodMetadata>,
+    /// CreateContainer calls in flight, by (pod id, container name key).
+    pub(crate) container_creates: Inflight<(String, ContainerMetadata)>,
 }
 
 impl Runtime {
@@ -97,17 +113,32 @@ impl Runtime {
         create_private_dir(&options.root, 0o700)?;
         create_private_dir(&options.state, 0o711)?;
         let store = Store::open(options.root.join("meta.redb"))?;
+        let records = Arc::new(StoreImageRecords::new(Arc::new(store.clone())));
+        let images = Arc::new(ImageManager::open(
+            &options.root,
+            options.image.clone(),
+            records,
+        )?);
         let saved: Option<String> = store.read()?.setting(POD_CIDR_KEY)?;
         let pod_cidr = RwLock::new(saved.or_else(|| options.pod_cidr.clone()));
+        let network = crate::network::build(
+            &options.network,
+            &options.root,
+            pod_cidr_of(&pod_cidr).as_deref(),
+        )?;
         let cgroup_driver = options.cgroup_driver.resolve(systemd_booted());
         let cgroup_version = CgroupVersion::detect(&options.cgroup_root);
         tracing::info!(?cgroup_driver, ?cgroup_version, root = %options.root.display(), "runtime opened");
         Ok(Self {
             options,
             store,
+            images,
             cgroup_driver,
             cgroup_version,
             pod_cidr,
+            network: RwLock::new(network),
+            pod_runs: Inflight::default(),
+            container_creates: Inflight::default(),
         })
     }
 
@@ -130,6 +161,112 @@ impl Runtime {
         &self.store
     }
 
+    /// The image manager: pull, list, remove, container root filesystems.
+    pub fn images(&self) -> &ImageManager {
+        &self.images
+    }
+
+    /// A shared handle on the image manager, for undo steps that outlive a borrow.
+    pub(crate) fn images_handle(&self) -> Arc<ImageManager> {
+        self.images.clone()
+    }
+
+    /// crius-oci's secure defaults, which every container spec starts from.
+    pub(crate) fn spec_defaults(&self) -> crate::container::spec::SpecDefaults {
+        use crius_monitor::oci_defaults as d;
+        crate::container::spec::SpecDefaults {
+            capabilities: d::DEFAULT_CAPABILITIES
+                .iter()
+                .map(|c| (*c).to_string())
+                .collect(),
+            masked_paths: d::MASKED_PATHS.iter().map(|c| (*c).to_string()).collect(),
+            readonly_paths: d::READONLY_PATHS.iter().map(|c| (*c).to_string()).collect(),
+            seccomp: d::default_seccomp(),
+        }
+    }
+
+    /// `<state>/pods/<id>`: the pod's monitor socket, namespace pins and files.
+    pub(crate) fn pod_dir(&self, id: &str) -> PathBuf {
+        self.options.state.join("pods").join(id)
+    }
+
+    /// The monitor binary: configured, else `crius-monitor` beside this executable, else
+    /// the one on `$PATH`.
+    pub(crate) fn monitor_binary(&self) -> PathBuf {
+        if let Some(path) = &self.options.monitor_binary {
+            return path.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("crius-monitor")))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("crius-monitor"))
+    }
+
+    /// The runtime handler `name` ("" and "crius" are the built-in runtime).
+    pub(crate) fn handler(&self, name: &str) -> Result<Option<PathBuf>> {
+        if name.is_empty() || name == "crius" {
+            return Ok(None);
+        }
+        match self.options.handlers.iter().find(|h| h.name == name) {
+            Some(h) => Ok(h.path.clone()),
+            None => Err(Error::UnknownHandler {
+                name: name.to_string(),
+                known: self
+                    .handlers()
+                    .iter()
+                    .map(|h| format!("{:?}", h.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// The cgroup parent of a pod's containers: kubelet's, or `/crius/<pod id>` (owned,
+    /// and removed with the pod) when kubelet gave none.
+    pub(crate) fn pod_cgroup_parent(
+        &self,
+        config: &crate::pod::config::PodConfig,
+        id: &str,
+    ) -> String {
+        if config.cgroup_parent.is_empty() {
+            format!("/crius/{id}")
+        } else {
+            config.cgroup_parent.clone()
+        }
+    }
+
+    /// Removes the cgroup directories crius created for pod `record` (the default parent
+    /// only; kubelet manages its own).
+    pub(crate) fn remove_pod_cgroup(&self, record: &crius_store::PodRecord) {
+        if record.cgroup_parent != format!("/crius/{}", record.id) {
+            return;
+        }
+        let relative = record.cgroup_parent.trim_start_matches('/');
+        // v2: one hierarchy at the root. v1 (and hybrid): one hierarchy per controller
+        // directory (symlinks such as cpu -> cpu,cpuacct are skipped, their targets are not).
+        let hierarchies: Vec<PathBuf> = match self.cgroup_version {
+            CgroupVersion::V2 => vec![self.options.cgroup_root.clone()],
+            CgroupVersion::V1 => fs::read_dir(&self.options.cgroup_root)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        for hierarchy in hierarchies {
+            let dir = hierarchy.join(relative);
+            if dir.is_dir() {
+                if let Err(e) = fs::remove_dir(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove pod cgroup");
+                }
+            }
+        }
+    }
+
     /// The pod CIDR kubelet last sent, or the configured one.
     pub fn pod_cidr(&self) -> Option<String> {
         self.pod_cidr
@@ -145,12 +282,17 @@ impl Runtime {
         if cidr.is_empty() {
             return Ok(());
         }
-        validate_cidr(cidr)?;
+        for part in cidr.split(',') {
+            validate_cidr(part.trim())?;
+        }
         let txn = self.store.write()?;
         txn.set_setting(POD_CIDR_KEY, &cidr.to_string())?;
         txn.commit()?;
+        let v4 = cidr.split(',').map(str::trim).find(|c| c.contains('.'));
+        let rebuilt = crate::network::build(&self.options.network, &self.options.root, v4)?;
         let mut current = self.pod_cidr.write().unwrap_or_else(|p| p.into_inner());
         *current = Some(cidr.to_string());
+        *self.network.write().unwrap_or_else(|p| p.into_inner()) = rebuilt;
         tracing::info!(pod_cidr = cidr, "pod CIDR updated");
         Ok(())
     }
@@ -166,7 +308,7 @@ impl Runtime {
         });
         info.insert("runtime".to_string(), facts.to_string());
         RuntimeStatus {
-            conditions: vec![self.runtime_condition(), network_condition()],
+            conditions: vec![self.runtime_condition(), self.network_condition()],
             handlers: self.handlers(),
             info,
         }
@@ -189,6 +331,36 @@ impl Runtime {
             .collect()
     }
 
+    /// The network plugin new pods get, if pod networking is on.
+    pub(crate) fn network(&self) -> Option<Arc<dyn crius_net::NetworkPlugin>> {
+        self.network
+            .read()
+            .map(|n| n.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn network_condition(&self) -> Condition {
+        let failure = match self.network() {
+            None => Err((
+                "NetworkDisabled",
+                "pod networking is off (network.mode = \"none\"); pods get loopback only"
+                    .to_string(),
+            )),
+            Some(plugin) => {
+                let r = plugin.status();
+                if r.ready {
+                    Ok(())
+                } else {
+                    Err((
+                        "NetworkPluginNotReady",
+                        format!("{}: {}", r.reason, r.message),
+                    ))
+                }
+            }
+        };
+        condition(NETWORK_READY, failure)
+    }
+
     fn runtime_condition(&self) -> Condition {
         let failure = self
             .store
@@ -199,7 +371,7 @@ impl Runtime {
                 state_dir_writable(&self.options.state)
                     .map_err(|e| ("StateDirUnwritable", e.to_string()))
             })
-            .and_then(|()| pod_lifecycle_available());
+            .and_then(|()| monitor_available(&self.monitor_binary()));
         condition(RUNTIME_READY, failure)
     }
 }
@@ -221,26 +393,27 @@ fn condition(kind: &'static str, failure: Result<(), (&str, String)>) -> Conditi
     }
 }
 
-/// Whether this build can run pods. The pod lifecycle (issue "RuntimeService: pods and
-/// containers") has not landed, so the honest answer is no, and kubelet keeps the node
-/// NotReady instead of scheduling pods that would fail.
-fn pod_lifecycle_available() -> Result<(), (&'static str, String)> {
-    Err((
-        "PodLifecycleUnavailable",
-        "this build of crius cannot run pods yet: RunPodSandbox is not implemented".to_string(),
-    ))
-}
-
-/// Pod networking has not landed; the condition says so rather than pretending.
-fn network_condition() -> Condition {
-    condition(
-        NETWORK_READY,
+/// Pods need the per-pod monitor binary: without it every RunPodSandbox would fail, so
+/// the runtime is not ready and says where it looked.
+fn monitor_available(binary: &Path) -> Result<(), (&'static str, String)> {
+    let found = if binary.is_absolute() {
+        binary.is_file()
+    } else {
+        std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file())
+        })
+    };
+    if found {
+        Ok(())
+    } else {
         Err((
-            "NetworkPluginNotReady",
-            "this build of crius has no pod networking yet (neither CNI nor the built-in bridge)"
-                .to_string(),
-        )),
-    )
+            "MonitorBinaryMissing",
+            format!(
+                "crius-monitor not found at {}; install it beside criusd or set monitor_path",
+                binary.display()
+            ),
+        ))
+    }
 }
 
 fn state_dir_writable(state: &Path) -> std::io::Result<()> {
@@ -260,6 +433,36 @@ fn create_private_dir(path: &Path, mode: u32) -> Result<()> {
         .create(path)
         .map_err(err)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err)
+}
+
+/// The IPv4 network of a (possibly dual-stack, comma-separated) pod CIDR setting.
+fn pod_cidr_of(cidr: &RwLock<Option<String>>) -> Option<String> {
+    let cidr = cidr
+        .read()
+        .map(|c| c.clone())
+        .unwrap_or_else(|p| p.into_inner().clone())?;
+    cidr.split(',')
+        .map(str::trim)
+        .find(|c| c.contains('.'))
+        .map(String::from)
+}
+
+/// A new 64-hex-digit id, as containerd and CRI-O make them.
+pub(crate) fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Now, in nanoseconds since the epoch.
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Checks `addr/prefix` with a prefix no longer than the address allows.

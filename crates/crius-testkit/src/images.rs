@@ -107,11 +107,15 @@ impl LayerBuilder {
         self.file(&format!("{dir}/.wh..wh..opq"), b"", 0o644)
     }
 
-    /// Adds `/bin/busybox` and applet symlinks for `sh`, `ls`, `cat`, `echo`, `true`.
+    /// Adds `/bin/busybox` and symlinks for the applets the tests run.
     pub fn busybox(self) -> Self {
         let data = std::fs::read(BUSYBOX).expect("busybox-static must be installed");
         let mut b = self.dir("bin").file("bin/busybox", &data, 0o755);
-        for applet in ["sh", "ls", "cat", "echo", "true"] {
+        for applet in [
+            "sh", "ls", "cat", "echo", "true", "false", "sleep", "readlink", "hostname", "id",
+            "ps", "env", "mount", "touch", "mkdir", "rm", "nc", "httpd", "wget", "head", "yes",
+            "dd", "kill", "ip", "grep", "stat",
+        ] {
             b = b.symlink(&format!("bin/{applet}"), "busybox");
         }
         b

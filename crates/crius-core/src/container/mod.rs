@@ -1,0 +1,21 @@
+//! Containers: what they are asked to be ([`config`]), the OCI spec that makes them so
+//! ([`spec`]), and their lifecycle through the pod's monitor.
+//!
+//! ```text
+//!  create ──▶ Created ──start──▶ Running ──exit/stop──▶ Exited ──remove──▶ (gone)
+//!                └────────────────stop──────────────────▲
+//!  (monitor lost while Created/Running ──▶ Exited, reason MonitorLost)
+//! ```
+
+mod caps;
+pub mod config;
+mod create;
+mod exec;
+mod lifecycle;
+pub mod spec;
+mod status;
+pub mod user;
+mod watch;
+
+pub use exec::ExecOutput;
+pub use status::{ContainerFilter, ContainerState, ContainerStatus};

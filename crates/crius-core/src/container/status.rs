@@ -1,0 +1,241 @@
+//! `container_status` and `list_containers`: the store's records, brought up to date
+//! from the pod's monitor (or, when the monitor is gone, from the status it wrote).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crius_monitor::protocol::{ContainerState as MonitorState, ContainerStatus as MonitorStatus};
+use crius_monitor::MonitorClient;
+use crius_store::{ContainerRecord, ContainerState as StoredState};
+
+use crate::error::{Error, Result};
+use crate::pod::remove::MONITOR_TIMEOUT;
+use crate::runtime::Runtime;
+
+/// A container's lifecycle state, as CRI reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+/// A container as `ContainerStatus` and `ListContainers` report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerStatus {
+    pub id: String,
+    pub pod_id: String,
+    pub name: String,
+    pub attempt: u32,
+    pub state: ContainerState,
+    /// The image as requested.
+    pub image: String,
+    /// The resolved image id (config digest).
+    pub image_ref: String,
+    pub created_at_ns: i64,
+    pub started_at_ns: i64,
+    pub finished_at_ns: i64,
+    pub exit_code: i32,
+    /// `Completed`, `Error`, `OOMKilled`, or why crius lost track of it.
+    pub reason: String,
+    pub message: String,
+    pub pid: Option<u32>,
+    pub log_path: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// The OCI spec the container runs with, for verbose callers.
+    pub spec: serde_json::Value,
+}
+
+/// `ListContainers` filter; every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerFilter {
+    /// Full id or prefix.
+    pub id: Option<String>,
+    pub pod_id: Option<String>,
+    pub state: Option<ContainerState>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Runtime {
+    /// The container `id` (full id or unique prefix), refreshed from its monitor.
+    pub fn container_status(&self, id: &str) -> Result<ContainerStatus> {
+        let record = self.find_container(id)?;
+        let record = self.refresh_container(record)?;
+        Ok(status(&record))
+    }
+
+    /// Containers matching `filter`. States come from the store, which monitor events and
+    /// every status call keep current; no monitor is asked, so listing stays cheap.
+    pub fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
+        let mut list: Vec<ContainerStatus> = self
+            .store()
+            .read()?
+            .containers()
+            .list()?
+            .iter()
+            .filter(|c| {
+                filter
+                    .id
+                    .as_ref()
+                    .is_none_or(|id| c.id.starts_with(id.as_str()))
+            })
+            .filter(|c| {
+                filter
+                    .pod_id
+                    .as_ref()
+                    .is_none_or(|p| c.pod_id.starts_with(p.as_str()))
+            })
+            .map(status)
+            .filter(|c| filter.state.is_none_or(|s| s == c.state))
+            .filter(|c| {
+                filter
+                    .labels
+                    .iter()
+                    .all(|(k, v)| c.labels.get(k) == Some(v))
+            })
+            .collect();
+        list.sort_by_key(|c| c.created_at_ns);
+        Ok(list)
+    }
+
+    /// The record of container `id` (full id or unique prefix).
+    pub(crate) fn find_container(&self, id: &str) -> Result<ContainerRecord> {
+        let txn = self.store().read()?;
+        if let Some(record) = txn.containers().get(id)? {
+            return Ok(record);
+        }
+        let mut hits = txn
+            .containers()
+            .list()?
+            .into_iter()
+            .filter(|c| !id.is_empty() && c.id.starts_with(id));
+        match (hits.next(), hits.next()) {
+            (Some(record), None) => Ok(record),
+            (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+                "container id prefix {id:?} is ambiguous"
+            ))),
+            (None, _) => Err(Error::NotFound(format!("container {id:?} not found"))),
+        }
+    }
+
+    /// Brings `record` up to date with its monitor and stores any change.
+    pub(crate) fn refresh_container(&self, mut record: ContainerRecord) -> Result<ContainerRecord> {
+        if record.state == StoredState::Exited {
+            return Ok(record);
+        }
+        let pod_dir = self.pod_dir(&record.pod_id);
+        let observed = observe(&pod_dir, &record.id);
+        if apply(&mut record, observed) {
+            let txn = self.store().write()?;
+            txn.containers().update(&record)?;
+            txn.commit()?;
+        }
+        Ok(record)
+    }
+}
+
+/// What is known of a container now: the monitor's answer, else what it last wrote
+/// to disk, else nothing (the monitor died before recording anything).
+pub(crate) enum Observed {
+    Live(MonitorStatus),
+    Recorded(MonitorStatus),
+    Lost(String),
+}
+
+pub(crate) fn observe(pod_dir: &Path, id: &str) -> Observed {
+    let socket = pod_dir.join("monitor.sock");
+    match MonitorClient::connect(&socket, MONITOR_TIMEOUT).and_then(|mut c| c.state(id)) {
+        Ok(s) => Observed::Live(s),
+        Err(e) if e.kind() == crius_monitor::ErrorKind::NotFound => {
+            Observed::Lost(format!("the pod monitor no longer knows container {id}"))
+        }
+        Err(e) => {
+            let path = pod_dir.join("containers").join(id).join("status.json");
+            match std::fs::read(&path)
+                .ok()
+                .and_then(|d| serde_json::from_slice::<MonitorStatus>(&d).ok())
+            {
+                Some(s) => Observed::Recorded(s),
+                None => Observed::Lost(format!("the pod monitor is gone ({e})")),
+            }
+        }
+    }
+}
+
+/// Folds an observation into `record`; true when something changed.
+pub(crate) fn apply(record: &mut ContainerRecord, observed: Observed) -> bool {
+    let before = record.clone();
+    match observed {
+        Observed::Live(s) => merge(record, &s),
+        Observed::Recorded(s) => {
+            merge(record, &s);
+            if s.state != MonitorState::Exited {
+                // The monitor died after this was written: its processes died with it
+                // (they are killed with their monitor), so the container is not running.
+                exited_unexpectedly(record, "the pod monitor died while the container ran");
+            }
+        }
+        Observed::Lost(why) => exited_unexpectedly(record, &why),
+    }
+    *record != before
+}
+
+fn merge(record: &mut ContainerRecord, s: &MonitorStatus) {
+    record.state = match s.state {
+        MonitorState::Created => StoredState::Created,
+        MonitorState::Running => StoredState::Running,
+        MonitorState::Exited => StoredState::Exited,
+    };
+    record.pid = s.pid.and_then(|p| u32::try_from(p).ok());
+    record.started_at_ns = s.started_at_ns;
+    record.finished_at_ns = s.finished_at_ns;
+    record.exit_code = s.exit_code;
+    record.reason.clone_from(&s.reason);
+    record.message.clone_from(&s.message);
+}
+
+fn exited_unexpectedly(record: &mut ContainerRecord, why: &str) {
+    if record.state == StoredState::Exited {
+        return;
+    }
+    record.state = StoredState::Exited;
+    record.pid = None;
+    if record.finished_at_ns == 0 {
+        record.finished_at_ns = crate::runtime::now_ns();
+    }
+    if record.exit_code == 0 {
+        record.exit_code = 255;
+    }
+    record.reason = "MonitorLost".to_string();
+    record.message = why.to_string();
+}
+
+pub(crate) fn status(c: &ContainerRecord) -> ContainerStatus {
+    ContainerStatus {
+        id: c.id.clone(),
+        pod_id: c.pod_id.clone(),
+        name: c.metadata.name.clone(),
+        attempt: c.metadata.attempt,
+        state: match c.state {
+            StoredState::Created => ContainerState::Created,
+            StoredState::Running => ContainerState::Running,
+            StoredState::Exited => ContainerState::Exited,
+            StoredState::Unknown => ContainerState::Unknown,
+        },
+        image: c.image.clone(),
+        image_ref: c.image_ref.clone(),
+        created_at_ns: c.created_at_ns,
+        started_at_ns: c.started_at_ns,
+        finished_at_ns: c.finished_at_ns,
+        exit_code: c.exit_code,
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        pid: c.pid,
+        log_path: c.log_path.clone(),
+        labels: c.labels.clone(),
+        annotations: c.annotations.clone(),
+        spec: c.spec.clone(),
+    }
+}

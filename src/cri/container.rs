@@ -1,0 +1,213 @@
+//! Container RPCs of the RuntimeService: request → domain call → response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crius_core::container::{ContainerFilter, ContainerState, ContainerStatus};
+use crius_core::Runtime;
+
+use super::{blocking, convert, CriError};
+use crate::api;
+
+/// The most output `ExecSync` keeps per stream, so a flood cannot exhaust criusd.
+pub(crate) const EXEC_OUTPUT_CAP: u64 = 16 * 1024 * 1024;
+
+pub(crate) async fn create(
+    rt: &Arc<Runtime>,
+    r: api::CreateContainerRequest,
+) -> Result<api::CreateContainerResponse, CriError> {
+    let config = convert::container_config(r.config.unwrap_or_default())?;
+    let pod_id = r.pod_sandbox_id;
+    if pod_id.is_empty() {
+        return Err(CriError::InvalidArgument(
+            "pod_sandbox_id is required".into(),
+        ));
+    }
+    let rt = rt.clone();
+    let id = blocking(move || rt.create_container(&pod_id, config).map_err(CriError::from)).await?;
+    Ok(api::CreateContainerResponse { container_id: id })
+}
+
+pub(crate) async fn start(
+    rt: &Arc<Runtime>,
+    id: String,
+) -> Result<api::StartContainerResponse, CriError> {
+    let rt = rt.clone();
+    blocking(move || rt.start_container(&id).map_err(CriError::from)).await?;
+    Ok(api::StartContainerResponse {})
+}
+
+pub(crate) async fn stop(
+    rt: &Arc<Runtime>,
+    r: api::StopContainerRequest,
+) -> Result<api::StopContainerResponse, CriError> {
+    let rt = rt.clone();
+    let timeout = Duration::from_secs(u64::try_from(r.timeout).unwrap_or(0));
+    blocking(move || {
+        rt.stop_container(&r.container_id, timeout)
+            .map_err(CriError::from)
+    })
+    .await?;
+    Ok(api::StopContainerResponse {})
+}
+
+pub(crate) async fn remove(
+    rt: &Arc<Runtime>,
+    id: String,
+) -> Result<api::RemoveContainerResponse, CriError> {
+    let rt = rt.clone();
+    blocking(move || rt.remove_container(&id).map_err(CriError::from)).await?;
+    Ok(api::RemoveContainerResponse {})
+}
+
+pub(crate) async fn exec_sync(
+    rt: &Arc<Runtime>,
+    r: api::ExecSyncRequest,
+) -> Result<api::ExecSyncResponse, CriError> {
+    let rt = rt.clone();
+    let timeout = Duration::from_secs(u64::try_from(r.timeout).unwrap_or(0));
+    let out = blocking(move || {
+        rt.exec_sync(&r.container_id, r.cmd, timeout, EXEC_OUTPUT_CAP)
+            .map_err(CriError::from)
+    })
+    .await?;
+    Ok(api::ExecSyncResponse {
+        stdout: out.stdout,
+        stderr: out.stderr,
+        exit_code: out.exit_code,
+    })
+}
+
+pub(crate) async fn status(
+    rt: &Arc<Runtime>,
+    r: api::ContainerStatusRequest,
+) -> Result<api::ContainerStatusResponse, CriError> {
+    let rt = rt.clone();
+    let id = r.container_id;
+    let c = blocking(move || rt.container_status(&id).map_err(CriError::from)).await?;
+    let info = if r.verbose {
+        let info = serde_json::json!({ "pid": c.pid, "runtimeSpec": c.spec });
+        std::collections::HashMap::from([("info".to_string(), info.to_string())])
+    } else {
+        Default::default()
+    };
+    Ok(api::ContainerStatusResponse {
+        status: Some(container_status(&c)),
+        info,
+    })
+}
+
+pub(crate) async fn list(
+    rt: &Arc<Runtime>,
+    filter: Option<api::ContainerFilter>,
+) -> Result<Vec<api::Container>, CriError> {
+    let filter = filter
+        .map(container_filter)
+        .transpose()?
+        .unwrap_or_default();
+    let rt = rt.clone();
+    let list = blocking(move || rt.list_containers(&filter).map_err(CriError::from)).await?;
+    Ok(list.iter().map(container).collect())
+}
+
+fn container_filter(f: api::ContainerFilter) -> Result<ContainerFilter, CriError> {
+    let state = match f.state {
+        None => None,
+        Some(s) => Some(match api::ContainerState::try_from(s.state) {
+            Ok(api::ContainerState::ContainerCreated) => ContainerState::Created,
+            Ok(api::ContainerState::ContainerRunning) => ContainerState::Running,
+            Ok(api::ContainerState::ContainerExited) => ContainerState::Exited,
+            Ok(api::ContainerState::ContainerUnknown) => ContainerState::Unknown,
+            Err(_) => {
+                return Err(CriError::InvalidArgument(format!(
+                    "filter.state: unknown state {}",
+                    s.state
+                )))
+            }
+        }),
+    };
+    Ok(ContainerFilter {
+        id: Some(f.id).filter(|id| !id.is_empty()),
+        pod_id: Some(f.pod_sandbox_id).filter(|id| !id.is_empty()),
+        state,
+        labels: f.label_selector.into_iter().collect(),
+    })
+}
+
+fn state(c: &ContainerStatus) -> i32 {
+    match c.state {
+        ContainerState::Created => api::ContainerState::ContainerCreated.into(),
+        ContainerState::Running => api::ContainerState::ContainerRunning.into(),
+        ContainerState::Exited => api::ContainerState::ContainerExited.into(),
+        ContainerState::Unknown => api::ContainerState::ContainerUnknown.into(),
+    }
+}
+
+fn image_spec(c: &ContainerStatus) -> api::ImageSpec {
+    api::ImageSpec {
+        image: c.image.clone(),
+        user_specified_image: c.image.clone(),
+        ..Default::default()
+    }
+}
+
+fn container(c: &ContainerStatus) -> api::Container {
+    api::Container {
+        id: c.id.clone(),
+        pod_sandbox_id: c.pod_id.clone(),
+        metadata: Some(api::ContainerMetadata {
+            name: c.name.clone(),
+            attempt: c.attempt,
+        }),
+        image: Some(image_spec(c)),
+        image_ref: c.image_ref.clone(),
+        state: state(c),
+        created_at: c.created_at_ns,
+        labels: c.labels.clone().into_iter().collect(),
+        annotations: c.annotations.clone().into_iter().collect(),
+        image_id: c.image_ref.clone(),
+    }
+}
+
+fn container_status(c: &ContainerStatus) -> api::ContainerStatus {
+    let user = c.spec.pointer("/process/user");
+    let id = |key: &str| {
+        user.and_then(|u| u.get(key))
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0)
+    };
+    let groups = user
+        .and_then(|u| u.get("additionalGids"))
+        .and_then(|g| serde_json::from_value::<Vec<i64>>(g.clone()).ok())
+        .unwrap_or_default();
+    api::ContainerStatus {
+        id: c.id.clone(),
+        metadata: Some(api::ContainerMetadata {
+            name: c.name.clone(),
+            attempt: c.attempt,
+        }),
+        state: state(c),
+        created_at: c.created_at_ns,
+        started_at: c.started_at_ns,
+        finished_at: c.finished_at_ns,
+        exit_code: c.exit_code,
+        image: Some(image_spec(c)),
+        image_ref: c.image_ref.clone(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        labels: c.labels.clone().into_iter().collect(),
+        annotations: c.annotations.clone().into_iter().collect(),
+        mounts: Vec::new(),
+        log_path: c.log_path.clone(),
+        resources: None,
+        image_id: c.image_ref.clone(),
+        user: Some(api::ContainerUser {
+            linux: Some(api::LinuxContainerUser {
+                uid: id("uid"),
+                gid: id("gid"),
+                supplemental_groups: groups,
+            }),
+        }),
+        stop_signal: 0,
+    }
+}

@@ -1,0 +1,530 @@
+//! The pod and container lifecycle end to end, as crictl drives it: a real criusd, a real
+//! registry, real monitors and real kernel isolation. Needs root.
+#![allow(clippy::unwrap_used)] // test code: panics are failures
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Layout, RegistryFixture};
+use crius::api;
+use crius::client::CriClient;
+use tonic::Code;
+
+struct Setup {
+    layout: Layout,
+    _fixture: RegistryFixture,
+    daemon: Daemon,
+    client: CriClient,
+    image: String,
+}
+
+async fn setup(tag: &str) -> Option<Setup> {
+    if !crius_testkit::require_root(tag) {
+        return None;
+    }
+    let layout = Layout::new(tag);
+    let fixture = RegistryFixture::start(&layout).await;
+    let daemon = Daemon::start(&layout, &[]);
+    let mut client = daemon.client().await;
+    let image = fixture.image();
+    client
+        .image
+        .pull_image(api::PullImageRequest {
+            image: Some(api::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    Some(Setup {
+        layout,
+        _fixture: fixture,
+        daemon,
+        client,
+        image,
+    })
+}
+
+fn pod_config(layout: &Layout, name: &str) -> api::PodSandboxConfig {
+    api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: layout
+            .scratch
+            .path()
+            .join("logs")
+            .join(name)
+            .display()
+            .to_string(),
+        ..Default::default()
+    }
+}
+
+fn container_config(image: &str, name: &str, command: &[&str]) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(s: &mut Setup, name: &str) -> (String, api::PodSandboxConfig) {
+    let config = pod_config(&s.layout, name);
+    let id = s
+        .client
+        .runtime
+        .run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    (id, config)
+}
+
+async fn create(
+    s: &mut Setup,
+    pod: &str,
+    sandbox: &api::PodSandboxConfig,
+    config: api::ContainerConfig,
+) -> String {
+    s.client
+        .runtime
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id
+}
+
+async fn status(s: &mut Setup, id: &str) -> api::ContainerStatus {
+    s.client
+        .runtime
+        .container_status(api::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+async fn wait_exited(s: &mut Setup, id: &str) -> api::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = status(s, id).await;
+        if st.state == api::ContainerState::ContainerExited as i32 {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn run_create_start_logs_exec_stop_remove() {
+    let Some(mut s) = setup("pods-flow").await else {
+        return;
+    };
+    let (pod, sandbox) = run_pod(&mut s, "web").await;
+
+    // A container that prints and fails: exit code, reason and CRI log lines.
+    let cfg = container_config(
+        &s.image,
+        "once",
+        &["/bin/sh", "-c", "echo hello crius; echo oops >&2; exit 3"],
+    );
+    let once = create(&mut s, &pod, &sandbox, cfg).await;
+    let st = status(&mut s, &once).await;
+    assert_eq!(st.state, api::ContainerState::ContainerCreated as i32);
+    assert!(st.image_ref.starts_with("sha256:"));
+    s.client
+        .runtime
+        .start_container(api::StartContainerRequest {
+            container_id: once.clone(),
+        })
+        .await
+        .unwrap();
+    let st = wait_exited(&mut s, &once).await;
+    assert_eq!(st.exit_code, 3);
+    assert_eq!(st.reason, "Error");
+    let log = std::fs::read_to_string(&st.log_path).unwrap();
+    assert!(
+        log.lines().any(|l| l.ends_with(" stdout F hello crius")),
+        "{log}"
+    );
+    assert!(log.lines().any(|l| l.ends_with(" stderr F oops")), "{log}");
+
+    // A long-running container: exec into it, see the pod's hostname.
+    let cfg = container_config(&s.image, "sleeper", &["/bin/sleep", "1000"]);
+    let sleeper = create(&mut s, &pod, &sandbox, cfg).await;
+    s.client
+        .runtime
+        .start_container(api::StartContainerRequest {
+            container_id: sleeper.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        status(&mut s, &sleeper).await.state,
+        api::ContainerState::ContainerRunning as i32
+    );
+    let out = s
+        .client
+        .runtime
+        .exec_sync(api::ExecSyncRequest {
+            container_id: sleeper.clone(),
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "hostname; echo err >&2; exit 7".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.exit_code, 7);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "web-host\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    let listed = s
+        .client
+        .runtime
+        .list_containers(api::ListContainersRequest {
+            filter: Some(api::ContainerFilter {
+                pod_sandbox_id: pod.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 2);
+
+    s.client
+        .runtime
+        .stop_container(api::StopContainerRequest {
+            container_id: sleeper.clone(),
+            timeout: 2,
+        })
+        .await
+        .unwrap();
+    let st = status(&mut s, &sleeper).await;
+    assert_eq!(st.state, api::ContainerState::ContainerExited as i32);
+
+    s.client
+        .runtime
+        .remove_container(api::RemoveContainerRequest {
+            container_id: once.clone(),
+        })
+        .await
+        .unwrap();
+    let err = s
+        .client
+        .runtime
+        .container_status(api::ContainerStatusRequest {
+            container_id: once.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    s.client
+        .runtime
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    let pods = s
+        .client
+        .runtime
+        .list_pod_sandbox(api::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        pods.items[0].state,
+        api::PodSandboxState::SandboxNotready as i32
+    );
+    s.client
+        .runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    let err = s
+        .client
+        .runtime
+        .pod_sandbox_status(api::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        !s.layout.state.join("pods").join(&pod).exists(),
+        "pod state directory left behind"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&pod), "a mount of the removed pod remains");
+    drop(s.daemon);
+}
+
+#[tokio::test]
+async fn containers_of_a_pod_share_its_namespaces() {
+    let Some(mut s) = setup("pods-share").await else {
+        return;
+    };
+    let (pod, sandbox) = run_pod(&mut s, "shared").await;
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let cfg = container_config(&s.image, name, &["/bin/sleep", "1000"]);
+        let id = create(&mut s, &pod, &sandbox, cfg).await;
+        s.client
+            .runtime
+            .start_container(api::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let mut seen = HashMap::new();
+    for id in &ids {
+        let out = s
+            .client
+            .runtime
+            .exec_sync(api::ExecSyncRequest {
+                container_id: id.clone(),
+                cmd: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "for ns in net uts ipc mnt; do readlink /proc/self/ns/$ns; done".into(),
+                ],
+                timeout: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+        seen.insert(id.clone(), String::from_utf8(out.stdout).unwrap());
+    }
+    let a: Vec<&str> = seen[&ids[0]].lines().collect();
+    let b: Vec<&str> = seen[&ids[1]].lines().collect();
+    assert_eq!(
+        a[..3],
+        b[..3],
+        "net/uts/ipc differ between containers of one pod"
+    );
+    assert_ne!(a[3], b[3], "containers share a mount namespace");
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(
+        a[0],
+        host_net.to_string_lossy(),
+        "the pod runs in the host network namespace"
+    );
+    s.client
+        .runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_right_codes_and_leave_nothing() {
+    let Some(mut s) = setup("pods-bad").await else {
+        return;
+    };
+    let (pod, sandbox) = run_pod(&mut s, "strict").await;
+
+    let err = s
+        .client
+        .runtime
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: "no-such-pod".into(),
+            config: Some(container_config(&s.image, "x", &["/bin/true"])),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    let mut cfg = container_config(&s.image, "escape", &["/bin/true"]);
+    cfg.log_path = "../../outside.log".into();
+    let err = s
+        .client
+        .runtime
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(cfg),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    let cfg = container_config(&s.image, "dup", &["/bin/true"]);
+    create(&mut s, &pod, &sandbox, cfg.clone()).await;
+    let err = s
+        .client
+        .runtime
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(cfg),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+
+    let mut bad_pod = pod_config(&s.layout, "sysctl");
+    bad_pod.linux = Some(api::LinuxPodSandboxConfig {
+        sysctls: HashMap::from([("kernel.panic".to_string(), "1".to_string())]),
+        ..Default::default()
+    });
+    let err = s
+        .client
+        .runtime
+        .run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(bad_pod),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("kernel.panic"), "{}", err.message());
+
+    let err = s
+        .client
+        .runtime
+        .run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(pod_config(&s.layout, "h")),
+            runtime_handler: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    let err = s
+        .client
+        .runtime
+        .run_pod_sandbox(api::RunPodSandboxRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Stop and remove of unknown ids succeed (CRI contract).
+    s.client
+        .runtime
+        .stop_container(api::StopContainerRequest {
+            container_id: "nope".into(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    s.client
+        .runtime
+        .remove_container(api::RemoveContainerRequest {
+            container_id: "nope".into(),
+        })
+        .await
+        .unwrap();
+    s.client
+        .runtime
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: "nope".into(),
+        })
+        .await
+        .unwrap();
+    s.client
+        .runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: "nope".into(),
+        })
+        .await
+        .unwrap();
+
+    // Only the one good pod exists; the refused ones left no directory.
+    let pods = s
+        .client
+        .runtime
+        .list_pod_sandbox(api::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pods.items.len(), 1);
+    let dirs = std::fs::read_dir(s.layout.state.join("pods"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, 1, "a refused pod left a state directory");
+    s.client
+        .runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_retried_run_pod_returns_the_same_pod() {
+    let Some(mut s) = setup("pods-retry").await else {
+        return;
+    };
+    let config = pod_config(&s.layout, "retry");
+    let request = api::RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    };
+    let mut other = s.daemon.client().await;
+    let (a, b) = tokio::join!(
+        s.client.runtime.run_pod_sandbox(request.clone()),
+        other.runtime.run_pod_sandbox(request.clone())
+    );
+    let (a, b) = (
+        a.unwrap().into_inner().pod_sandbox_id,
+        b.unwrap().into_inner().pod_sandbox_id,
+    );
+    assert_eq!(a, b, "a retry created a second pod");
+    s.client
+        .runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: a })
+        .await
+        .unwrap();
+}
