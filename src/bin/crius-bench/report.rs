@@ -40,6 +40,8 @@ pub struct LatencyRow {
     pub sides: Vec<Option<Summary>>,
     /// A's p50 over B's p50.
     pub ratio_p50: Option<f64>,
+    /// Why a side has no samples in this row only (the side went on with other rows).
+    pub errors: Vec<Option<String>>,
 }
 
 /// A single number per side (CPU seconds per 1000 execs, MiB per pod, MB/s).
@@ -70,6 +72,16 @@ pub struct Report {
 impl Report {
     /// Adds a latency row from per-side samples.
     pub fn latency(&mut self, metric: impl Into<String>, samples: &[Vec<Duration>]) {
+        self.latency_with_errors(metric, samples, Vec::new());
+    }
+
+    /// Adds a latency row with per-side errors that concern this row only.
+    pub fn latency_with_errors(
+        &mut self,
+        metric: impl Into<String>,
+        samples: &[Vec<Duration>],
+        errors: Vec<Option<String>>,
+    ) {
         let sides: Vec<Option<Summary>> = samples.iter().map(|s| Summary::of(s)).collect();
         let p50 = |i: usize| sides.get(i).copied().flatten().map(|s| s.p50_ms);
         let ratio_p50 = ratio(p50(0), p50(1));
@@ -77,6 +89,7 @@ impl Report {
             metric: metric.into(),
             sides,
             ratio_p50,
+            errors,
         });
     }
 
@@ -176,7 +189,8 @@ impl Report {
                         );
                     }
                     None => {
-                        let why = side.failure.as_deref().unwrap_or("no samples");
+                        let why = row.errors.get(i).and_then(Option::as_deref);
+                        let why = why.or(side.failure.as_deref()).unwrap_or("no samples");
                         let _ = writeln!(out, "{metric:<28} {:<12} {why}", side.label());
                     }
                 }
@@ -271,6 +285,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("containerd"), "{text}");
+    }
+
+    #[test]
+    fn a_row_error_is_shown_on_that_row_only() {
+        let mut r = report();
+        r.sides[0].failure = None;
+        let one = vec![Duration::from_millis(1)];
+        let err = Some("ListContainerStats unimplemented".to_string());
+        r.latency_with_errors(
+            "ListContainerStats @100",
+            &[vec![], one.clone()],
+            vec![err, None],
+        );
+        r.latency("ListContainers @100", &[one.clone(), one]);
+        let text = r.render();
+        assert_eq!(
+            text.matches("ListContainerStats unimplemented").count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(r.latencies[1].ratio_p50, Some(1.0));
     }
 
     #[test]

@@ -240,42 +240,80 @@ pub async fn list(
         for (i, side) in sides.iter_mut().enumerate() {
             grow(side, &mut present[i], size, per_pod, concurrency).await;
         }
-        let containers = alternate(sides, iterations, 1, |w| {
-            let mut client = w.client.clone();
-            async move {
+        for rpc in ListRpc::ALL {
+            let (samples, errors) = alternate_row(sides, iterations, move |w| {
+                let client = w.client.clone();
+                rpc.call(client)
+            })
+            .await;
+            r.latency_with_errors(format!("{} @{size}", rpc.name()), &samples, errors);
+        }
+    }
+}
+
+/// Like [`alternate`], but a side that fails here stays alive for the next rows: the
+/// failure is returned for this row only (a runtime may lack one list RPC and not another).
+async fn alternate_row<T, Fut>(
+    sides: &mut [Side],
+    iterations: usize,
+    op: impl Fn(&Workload) -> Fut,
+) -> (Vec<Vec<T>>, Vec<Option<String>>)
+where
+    Fut: Future<Output = Result<T, RpcError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let before: Vec<bool> = sides.iter().map(|s| s.info.failure.is_some()).collect();
+    let samples = alternate(sides, iterations, 1, op).await;
+    let errors = sides
+        .iter_mut()
+        .zip(before)
+        .map(|(s, failed)| if failed { None } else { s.info.failure.take() })
+        .collect();
+    (samples, errors)
+}
+
+/// The list RPCs the `list` scenario times.
+#[derive(Debug, Clone, Copy)]
+enum ListRpc {
+    Containers,
+    PodSandbox,
+    ContainerStats,
+}
+
+impl ListRpc {
+    const ALL: [ListRpc; 3] = [
+        ListRpc::Containers,
+        ListRpc::PodSandbox,
+        ListRpc::ContainerStats,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            ListRpc::Containers => "ListContainers",
+            ListRpc::PodSandbox => "ListPodSandbox",
+            ListRpc::ContainerStats => "ListContainerStats",
+        }
+    }
+
+    async fn call(self, mut client: crius::client::CriClient) -> Result<Duration, RpcError> {
+        let rt = &mut client.runtime;
+        let took = match self {
+            ListRpc::Containers => {
                 let request = api::ListContainersRequest::default();
-                Ok(
-                    timed("ListContainers", client.runtime.list_containers(request))
-                        .await?
-                        .1,
-                )
+                timed(self.name(), rt.list_containers(request)).await?.1
             }
-        })
-        .await;
-        r.latency(format!("ListContainers @{size}"), &containers);
-        let pods = alternate(sides, iterations, 1, |w| {
-            let mut client = w.client.clone();
-            async move {
+            ListRpc::PodSandbox => {
                 let request = api::ListPodSandboxRequest::default();
-                Ok(
-                    timed("ListPodSandbox", client.runtime.list_pod_sandbox(request))
-                        .await?
-                        .1,
-                )
+                timed(self.name(), rt.list_pod_sandbox(request)).await?.1
             }
-        })
-        .await;
-        r.latency(format!("ListPodSandbox @{size}"), &pods);
-        let stats = alternate(sides, iterations, 1, |w| {
-            let mut client = w.client.clone();
-            async move {
+            ListRpc::ContainerStats => {
                 let request = api::ListContainerStatsRequest::default();
-                let call = client.runtime.list_container_stats(request);
-                Ok(timed("ListContainerStats", call).await?.1)
+                timed(self.name(), rt.list_container_stats(request))
+                    .await?
+                    .1
             }
-        })
-        .await;
-        r.latency(format!("ListContainerStats @{size}"), &stats);
+        };
+        Ok(took)
     }
 }
 
