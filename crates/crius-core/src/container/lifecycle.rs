@@ -2,12 +2,13 @@
 //! used when a pod stops or is removed.
 
 use std::fs;
+use std::path::Path;
 use std::time::Duration;
 
 use crius_monitor::MonitorClient;
 use crius_store::{ContainerRecord, ContainerState, PodRecord};
 
-use super::status::{apply, observe};
+use super::status::{apply, cgroups_path, observe, remove_cgroup, CGROUP_ROOT};
 use crate::error::{Error, Result};
 use crate::pod::remove::MONITOR_TIMEOUT;
 use crate::runtime::Runtime;
@@ -99,6 +100,10 @@ impl Runtime {
         let socket = pod_dir.join("monitor.sock");
         if let Ok(mut monitor) = MonitorClient::connect(&socket, MONITOR_TIMEOUT) {
             monitor.remove(&record.id)?;
+        }
+        if let Some(cgroup) = cgroups_path(record) {
+            // Left behind when the monitor died before it could remove it.
+            remove_cgroup(Path::new(CGROUP_ROOT), &cgroup);
         }
         let bundle = pod_dir.join("containers").join(&record.id);
         self.images().unmount_rootfs(&bundle.join("rootfs"))?;

@@ -142,6 +142,9 @@ pub(crate) enum Observed {
     Live(MonitorStatus),
     Recorded(MonitorStatus),
     Lost(String),
+    /// The monitor is there but did not answer in time (busy, or the host is loaded):
+    /// nothing is learnt, and nothing is concluded.
+    Unanswered,
 }
 
 pub(crate) fn observe(pod_dir: &Path, id: &str) -> Observed {
@@ -150,6 +153,10 @@ pub(crate) fn observe(pod_dir: &Path, id: &str) -> Observed {
         Ok(s) => Observed::Live(s),
         Err(e) if e.kind() == crius_monitor::ErrorKind::NotFound => {
             Observed::Lost(format!("the pod monitor no longer knows container {id}"))
+        }
+        Err(e) if e.kind() == crius_monitor::ErrorKind::DeadlineExceeded => {
+            tracing::debug!(container_id = id, error = %e, "pod monitor did not answer in time");
+            Observed::Unanswered
         }
         Err(e) => {
             let path = pod_dir.join("containers").join(id).join("status.json");
@@ -178,6 +185,7 @@ pub(crate) fn apply(record: &mut ContainerRecord, observed: Observed) -> bool {
             }
         }
         Observed::Lost(why) => exited_unexpectedly(record, &why),
+        Observed::Unanswered => {}
     }
     *record != before
 }
@@ -196,9 +204,16 @@ fn merge(record: &mut ContainerRecord, s: &MonitorStatus) {
     record.message.clone_from(&s.message);
 }
 
+/// Records a container whose monitor is gone as exited. Its processes do not die with
+/// the monitor (the container init is not the monitor's to take down: a parent-death
+/// signal is cleared by the setuid into the container's user), so every process left in
+/// its cgroup is killed first: a container reported exited never keeps running.
 fn exited_unexpectedly(record: &mut ContainerRecord, why: &str) {
     if record.state == StoredState::Exited {
         return;
+    }
+    if let Some(cgroup) = cgroups_path(record) {
+        kill_cgroup(Path::new(CGROUP_ROOT), &cgroup);
     }
     record.state = StoredState::Exited;
     record.pid = None;
@@ -210,6 +225,75 @@ fn exited_unexpectedly(record: &mut ContainerRecord, why: &str) {
     }
     record.reason = "MonitorLost".to_string();
     record.message = why.to_string();
+}
+
+/// Where the cgroup filesystem is mounted (the cgroup tree containers are placed in).
+pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The container's cgroup, relative to each hierarchy, from its OCI spec.
+pub(crate) fn cgroups_path(record: &ContainerRecord) -> Option<String> {
+    record
+        .spec
+        .pointer("/linux/cgroupsPath")
+        .and_then(serde_json::Value::as_str)
+        .map(|p| p.trim_start_matches('/').to_string())
+        .filter(|p| !p.is_empty() && !p.split('/').any(|c| c == ".."))
+}
+
+/// The directories of cgroup `relative` under `root`: the v2 one and one per v1 hierarchy.
+pub(crate) fn cgroup_dirs(root: &Path, relative: &str) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(root)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path().join(relative))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.push(root.join(relative));
+    dirs.retain(|d| d.join("cgroup.procs").is_file());
+    dirs
+}
+
+/// SIGKILLs every process in cgroup `relative` until none is left (a process forking
+/// meanwhile is caught by the next round), for at most about a second.
+pub(crate) fn kill_cgroup(root: &Path, relative: &str) {
+    use nix::sys::signal::{kill, Signal};
+    let dirs = cgroup_dirs(root, relative);
+    for _ in 0..100 {
+        let pids: Vec<i32> = dirs
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|procs| {
+                procs
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<i32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|p| *p > 1)
+            .collect();
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    tracing::warn!(
+        cgroup = relative,
+        "processes of a lost container survive SIGKILL"
+    );
+}
+
+/// Removes cgroup `relative` from every hierarchy (a lost container's monitor cannot).
+pub(crate) fn remove_cgroup(root: &Path, relative: &str) {
+    for dir in cgroup_dirs(root, relative) {
+        if let Err(e) = std::fs::remove_dir(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove container cgroup");
+        }
+    }
 }
 
 pub(crate) fn status(c: &ContainerRecord) -> ContainerStatus {
