@@ -8,6 +8,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crius::api;
 use crius::client::CriClient;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -236,4 +237,330 @@ impl RegistryFixture {
     pub fn image(&self) -> String {
         format!("{}/busybox:latest", self.registry.host())
     }
+}
+
+impl Layout {
+    /// Replaces the layout's network settings (the default turns networking off) with
+    /// `top` (top-level keys such as `pod_cidr`) and `network` (keys of `[network]`).
+    pub fn set_network(&self, top: &str, network: &str) {
+        let text = fs::read_to_string(self.config()).expect("read config");
+        let rest = text.replacen("[network]\nmode = \"none\"\n", "", 1);
+        fs::write(
+            self.config(),
+            format!("{top}\n[network]\n{network}\n{rest}"),
+        )
+        .expect("write config");
+    }
+}
+
+impl Daemon {
+    /// Sends `signal` and waits for the daemon to exit, keeping the value (for tests that
+    /// start a new daemon in its place).
+    pub fn kill_with(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal criusd");
+        wait_timeout(&mut child, Duration::from_secs(20)).expect("criusd exits after signal")
+    }
+}
+
+/// A daemon with the busybox image pulled, on its own layout and registry.
+pub struct Setup {
+    pub layout: Layout,
+    pub fixture: RegistryFixture,
+    pub daemon: Daemon,
+    pub client: CriClient,
+    pub image: String,
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup")
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
+/// [`setup_with`] with the default config (networking off).
+pub async fn setup(tag: &str) -> Option<Setup> {
+    setup_with(tag, |_| {}).await
+}
+
+/// Root-only: a layout configured by `configure`, a registry with busybox, a daemon, and
+/// the image pulled. `None` (the test returns early) when not root.
+pub async fn setup_with(tag: &str, configure: impl FnOnce(&Layout)) -> Option<Setup> {
+    if !crius_testkit::require_root(tag) {
+        return None;
+    }
+    let layout = Layout::new(tag);
+    configure(&layout);
+    let fixture = RegistryFixture::start(&layout).await;
+    let daemon = Daemon::start(&layout, &[]);
+    let mut client = daemon.client().await;
+    let image = fixture.image();
+    client
+        .image
+        .pull_image(api::PullImageRequest {
+            image: Some(api::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("pull busybox");
+    Some(Setup {
+        layout,
+        fixture,
+        daemon,
+        client,
+        image,
+    })
+}
+
+pub fn pod_config(layout: &Layout, name: &str) -> api::PodSandboxConfig {
+    api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: layout
+            .scratch
+            .path()
+            .join("logs")
+            .join(name)
+            .display()
+            .to_string(),
+        ..Default::default()
+    }
+}
+
+pub fn container_config(image: &str, name: &str, command: &[&str]) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        ..Default::default()
+    }
+}
+
+/// Runs the pod `config` and returns its id.
+pub async fn run_pod_with(client: &mut CriClient, config: &api::PodSandboxConfig) -> String {
+    client
+        .runtime
+        .run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id
+}
+
+pub async fn run_pod(s: &mut Setup, name: &str) -> (String, api::PodSandboxConfig) {
+    let config = pod_config(&s.layout, name);
+    let id = run_pod_with(&mut s.client, &config).await;
+    (id, config)
+}
+
+pub async fn create_with(
+    client: &mut CriClient,
+    pod: &str,
+    sandbox: &api::PodSandboxConfig,
+    config: api::ContainerConfig,
+) -> String {
+    client
+        .runtime
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox.clone()),
+        })
+        .await
+        .expect("create container")
+        .into_inner()
+        .container_id
+}
+
+pub async fn create(
+    s: &mut Setup,
+    pod: &str,
+    sandbox: &api::PodSandboxConfig,
+    config: api::ContainerConfig,
+) -> String {
+    create_with(&mut s.client, pod, sandbox, config).await
+}
+
+pub async fn start(client: &mut CriClient, id: &str) {
+    client
+        .runtime
+        .start_container(api::StartContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .expect("start container");
+}
+
+/// Creates and starts a container running `command` in `pod`.
+pub async fn run_container(
+    s: &mut Setup,
+    pod: &str,
+    sandbox: &api::PodSandboxConfig,
+    config: api::ContainerConfig,
+) -> String {
+    let id = create(s, pod, sandbox, config).await;
+    start(&mut s.client, &id).await;
+    id
+}
+
+pub async fn status_of(client: &mut CriClient, id: &str) -> api::ContainerStatus {
+    client
+        .runtime
+        .container_status(api::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .expect("container status")
+        .into_inner()
+        .status
+        .expect("status present")
+}
+
+pub async fn status(s: &mut Setup, id: &str) -> api::ContainerStatus {
+    status_of(&mut s.client, id).await
+}
+
+/// The container's pid from the verbose status info.
+pub async fn pid_of(client: &mut CriClient, id: &str) -> Option<u32> {
+    let info = client
+        .runtime
+        .container_status(api::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("container status")
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
+    info.get("pid")?
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+}
+
+pub async fn wait_exited_of(
+    client: &mut CriClient,
+    id: &str,
+    timeout: Duration,
+) -> api::ContainerStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = status_of(client, id).await;
+        if st.state == api::ContainerState::ContainerExited as i32 {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn wait_exited(s: &mut Setup, id: &str) -> api::ContainerStatus {
+    wait_exited_of(&mut s.client, id, Duration::from_secs(20)).await
+}
+
+/// ExecSync `cmd` in container `id`: (exit code, stdout, stderr).
+pub async fn exec(client: &mut CriClient, id: &str, cmd: &[&str]) -> (i32, String, String) {
+    let out = client
+        .runtime
+        .exec_sync(api::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        })
+        .await
+        .expect("exec sync")
+        .into_inner();
+    (
+        out.exit_code,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub async fn stop_pod(client: &mut CriClient, pod: &str) {
+    client
+        .runtime
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: pod.into(),
+        })
+        .await
+        .expect("stop pod");
+}
+
+pub async fn remove_pod(client: &mut CriClient, pod: &str) {
+    client
+        .runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.into(),
+        })
+        .await
+        .expect("remove pod");
+}
+
+/// The entries left under `<state>/pods`.
+pub fn pod_dirs(layout: &Layout) -> Vec<String> {
+    fs::read_dir(layout.state.join("pods"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pids in every cgroup directory named `relative` (under each hierarchy).
+pub fn cgroup_pids(relative: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for dir in cgroup_dirs(relative) {
+        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// The existing cgroup directories `/sys/fs/cgroup/<hierarchy>/<relative>` (and the v2 one).
+pub fn cgroup_dirs(relative: &str) -> Vec<PathBuf> {
+    let relative = relative.trim_start_matches('/');
+    let mut dirs = Vec::new();
+    if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
+        for e in entries.flatten() {
+            let dir = e.path().join(relative);
+            if e.file_type().is_ok_and(|t| t.is_dir()) && dir.is_dir() {
+                dirs.push(dir);
+            }
+        }
+    }
+    let v2 = Path::new("/sys/fs/cgroup").join(relative);
+    if v2.join("cgroup.procs").exists() && !dirs.contains(&v2) {
+        dirs.push(v2);
+    }
+    dirs
 }

@@ -1,0 +1,307 @@
+//! Isolation seen from inside the container: what the security context of the request
+//! asks for is what the process gets (capabilities, seccomp, no_new_privs, masked and
+//! read-only /proc, user, read-only rootfs), pod namespaces are shared or the host's as
+//! asked, and a memory limit ends in `OOMKilled`. Checked through ExecSync and container
+//! logs against a real criusd. Needs root.
+#![allow(clippy::unwrap_used)] // test code: panics are failures
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    container_config, exec, pod_config, remove_pod, run_container, run_pod, run_pod_with, setup,
+    status, wait_exited_of, Setup,
+};
+use crius::api;
+
+/// Docker's (and containerd's) default capability set.
+const DOCKER_DEFAULT_CAPS: &str = "00000000a80425fb";
+
+/// The value of `field` in a /proc/<pid>/status text.
+fn field<'a>(status: &'a str, field: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+}
+
+fn secure(sc: api::LinuxContainerSecurityContext) -> Option<api::LinuxContainerConfig> {
+    Some(api::LinuxContainerConfig {
+        security_context: Some(sc),
+        ..Default::default()
+    })
+}
+
+fn runtime_default() -> Option<api::SecurityProfile> {
+    Some(api::SecurityProfile {
+        profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    })
+}
+
+/// Waits until the container's log contains `marker` and returns the log.
+async fn log_with(s: &mut Setup, id: &str, marker: &str) -> String {
+    let path = status(s, id).await.log_path;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        if log.contains(marker) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "no {marker:?} in log {log:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const PROBE: &str = "grep -E '^(Uid|CapEff|CapBnd|Seccomp|NoNewPrivs):' /proc/self/status; \
+    for f in /proc/kcore /proc/timer_list /proc/interrupts; do \
+        [ -e $f ] && echo masked $f=$(wc -c < $f); done; \
+    (echo evil > /proc/sys/kernel/hostname) 2>/dev/null && echo hostname=written || echo hostname=refused; \
+    touch /x 2>/dev/null && echo touch=ok || echo touch=refused; \
+    echo DONE; exec sleep 1000";
+
+/// The probe's findings from a CRI log (`<time> stdout F <line>`).
+fn probe_lines(log: &str) -> String {
+    log.lines()
+        .filter_map(|l| l.split_once(" stdout F ").map(|(_, m)| m))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn the_security_context_reaches_the_process() {
+    let Some(mut s) = setup("iso-secctx").await else {
+        return;
+    };
+    let (pod, sandbox) = run_pod(&mut s, "secure").await;
+
+    let mut cfg = container_config(&s.image, "default", &["/bin/sh", "-c", PROBE]);
+    cfg.linux = secure(api::LinuxContainerSecurityContext {
+        seccomp: runtime_default(),
+        no_new_privs: true,
+        ..Default::default()
+    });
+    let default = run_container(&mut s, &pod, &sandbox, cfg).await;
+    let out = probe_lines(&log_with(&mut s, &default, "DONE").await);
+    assert_eq!(field(&out, "CapEff"), DOCKER_DEFAULT_CAPS, "{out}");
+    assert_eq!(field(&out, "CapBnd"), DOCKER_DEFAULT_CAPS, "{out}");
+    assert_eq!(field(&out, "Seccomp"), "2", "{out}");
+    assert_eq!(field(&out, "NoNewPrivs"), "1", "{out}");
+    assert!(field(&out, "Uid").starts_with("0\t"), "{out}");
+    // Masked /proc files read empty (this kernel may lack /proc/kcore: check what exists).
+    for path in ["/proc/kcore", "/proc/timer_list", "/proc/interrupts"] {
+        if std::path::Path::new(path).exists() {
+            assert!(
+                out.contains(&format!("masked {path}=0")),
+                "{path} is not masked: {out}"
+            );
+        }
+    }
+    assert!(
+        out.contains("hostname=refused"),
+        "/proc/sys is writable: {out}"
+    );
+    assert!(out.contains("touch=ok"), "{out}");
+    // An exec gets the same confinement as the container's init.
+    let (code, status_text, err) =
+        exec(&mut s.client, &default, &["/bin/cat", "/proc/self/status"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(field(&status_text, "CapEff"), DOCKER_DEFAULT_CAPS);
+    assert_eq!(field(&status_text, "CapBnd"), DOCKER_DEFAULT_CAPS);
+    assert_eq!(field(&status_text, "Seccomp"), "2");
+    assert_eq!(field(&status_text, "NoNewPrivs"), "1");
+
+    let mut cfg = container_config(&s.image, "user", &["/bin/sh", "-c", PROBE]);
+    cfg.linux = secure(api::LinuxContainerSecurityContext {
+        seccomp: runtime_default(),
+        run_as_user: Some(api::Int64Value { value: 1000 }),
+        readonly_rootfs: true,
+        no_new_privs: false,
+        ..Default::default()
+    });
+    let user = run_container(&mut s, &pod, &sandbox, cfg).await;
+    let out = probe_lines(&log_with(&mut s, &user, "DONE").await);
+    assert!(field(&out, "Uid").starts_with("1000\t"), "{out}");
+    assert_eq!(field(&out, "NoNewPrivs"), "0", "{out}");
+    assert_eq!(field(&out, "CapEff"), "0000000000000000", "{out}");
+    assert!(
+        out.contains("touch=refused"),
+        "the read-only rootfs took a write: {out}"
+    );
+    let (code, _, _) = exec(&mut s.client, &user, &["/bin/touch", "/x"]).await;
+    assert_ne!(code, 0, "exec wrote to the read-only rootfs");
+
+    remove_pod(&mut s.client, &pod).await;
+}
+
+fn pod_namespaces(
+    s: &Setup,
+    name: &str,
+    ns: api::NamespaceOption,
+    privileged: bool,
+) -> api::PodSandboxConfig {
+    let mut config = pod_config(&s.layout, name);
+    config.linux = Some(api::LinuxPodSandboxConfig {
+        security_context: Some(api::LinuxSandboxSecurityContext {
+            namespace_options: Some(ns.clone()),
+            privileged,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
+fn interfaces(net_dev: &str) -> Vec<String> {
+    let mut names: Vec<String> = net_dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn pod_namespaces_are_shared_or_the_hosts_as_asked() {
+    let Some(mut s) = setup("iso-ns").await else {
+        return;
+    };
+    // Shared PID namespace: one container sees the other's sleep.
+    let shared = api::NamespaceOption {
+        pid: api::NamespaceMode::Pod as i32,
+        ..Default::default()
+    };
+    let sandbox = pod_namespaces(&s, "sharepid", shared.clone(), false);
+    let pod = run_pod_with(&mut s.client, &sandbox).await;
+    let mut cfg = container_config(&s.image, "sleeper", &["/bin/sleep", "4242"]);
+    cfg.linux = secure(api::LinuxContainerSecurityContext {
+        namespace_options: Some(shared.clone()),
+        ..Default::default()
+    });
+    run_container(&mut s, &pod, &sandbox, cfg).await;
+    let mut cfg = container_config(&s.image, "looker", &["/bin/sleep", "1000"]);
+    cfg.linux = secure(api::LinuxContainerSecurityContext {
+        namespace_options: Some(shared.clone()),
+        ..Default::default()
+    });
+    let looker = run_container(&mut s, &pod, &sandbox, cfg).await;
+    let (code, ps, err) = exec(&mut s.client, &looker, &["/bin/ps", "-o", "args"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        ps.contains("sleep 4242"),
+        "the pod's other container is invisible: {ps}"
+    );
+
+    // A private PID namespace per container hides it.
+    let private = api::NamespaceOption {
+        pid: api::NamespaceMode::Container as i32,
+        ..Default::default()
+    };
+    let sandbox = pod_namespaces(&s, "ownpid", private.clone(), false);
+    let pod2 = run_pod_with(&mut s.client, &sandbox).await;
+    let mut cfg = container_config(&s.image, "sleeper", &["/bin/sleep", "4343"]);
+    cfg.linux = secure(api::LinuxContainerSecurityContext {
+        namespace_options: Some(private.clone()),
+        ..Default::default()
+    });
+    run_container(&mut s, &pod2, &sandbox, cfg).await;
+    let mut cfg = container_config(&s.image, "looker", &["/bin/sleep", "1000"]);
+    cfg.linux = secure(api::LinuxContainerSecurityContext {
+        namespace_options: Some(private.clone()),
+        ..Default::default()
+    });
+    let looker = run_container(&mut s, &pod2, &sandbox, cfg).await;
+    let (_, ps, _) = exec(&mut s.client, &looker, &["/bin/ps", "-o", "args"]).await;
+    assert!(
+        !ps.contains("sleep 4343"),
+        "a private pid namespace leaks: {ps}"
+    );
+
+    // hostNetwork: the host's interfaces.
+    let host = api::NamespaceOption {
+        network: api::NamespaceMode::Node as i32,
+        pid: api::NamespaceMode::Container as i32,
+        ..Default::default()
+    };
+    let sandbox = pod_namespaces(&s, "hostnet", host.clone(), false);
+    let pod3 = run_pod_with(&mut s.client, &sandbox).await;
+    let mut cfg = container_config(&s.image, "net", &["/bin/sleep", "1000"]);
+    cfg.linux = secure(api::LinuxContainerSecurityContext {
+        namespace_options: Some(host.clone()),
+        ..Default::default()
+    });
+    let net = run_container(&mut s, &pod3, &sandbox, cfg).await;
+    let (code, dev, err) = exec(&mut s.client, &net, &["/bin/cat", "/proc/net/dev"]).await;
+    assert_eq!(code, 0, "{err}");
+    let host_dev = std::fs::read_to_string("/proc/net/dev").unwrap();
+    let (inside, outside) = (interfaces(&dev), interfaces(&host_dev));
+    // Interfaces of other tests' pods may come and go meanwhile: compare the stable ones.
+    let stable = |names: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| !n.starts_with("veth") && !n.starts_with("crt"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(stable(&inside), stable(&outside));
+    assert!(inside.len() > 1, "only loopback: {inside:?}");
+
+    for pod in [pod, pod2, pod3] {
+        remove_pod(&mut s.client, &pod).await;
+    }
+}
+
+#[tokio::test]
+async fn a_privileged_container_gets_the_daemons_bounding_set() {
+    let Some(mut s) = setup("iso-priv").await else {
+        return;
+    };
+    let ns = api::NamespaceOption {
+        pid: api::NamespaceMode::Container as i32,
+        ..Default::default()
+    };
+    let sandbox = pod_namespaces(&s, "priv", ns.clone(), true);
+    let pod = run_pod_with(&mut s.client, &sandbox).await;
+    let mut cfg = container_config(&s.image, "root", &["/bin/sleep", "1000"]);
+    cfg.linux = secure(api::LinuxContainerSecurityContext {
+        privileged: true,
+        namespace_options: Some(ns.clone()),
+        ..Default::default()
+    });
+    let id = run_container(&mut s, &pod, &sandbox, cfg).await;
+    let (code, inside, err) = exec(&mut s.client, &id, &["/bin/cat", "/proc/1/status"]).await;
+    assert_eq!(code, 0, "{err}");
+    let daemon = std::fs::read_to_string(format!("/proc/{}/status", s.daemon.pid())).unwrap();
+    assert_eq!(field(&inside, "CapBnd"), field(&daemon, "CapBnd"));
+    assert_eq!(field(&inside, "CapEff"), field(&daemon, "CapBnd"));
+    assert_eq!(field(&inside, "Seccomp"), "0");
+    remove_pod(&mut s.client, &pod).await;
+}
+
+#[tokio::test]
+async fn a_memory_hog_over_its_limit_is_oom_killed() {
+    let Some(mut s) = setup("iso-oom").await else {
+        return;
+    };
+    let (pod, sandbox) = run_pod(&mut s, "hog").await;
+    let mut cfg = container_config(
+        &s.image,
+        "hog",
+        &["/bin/sh", "-c", "x=a; while true; do x=$x$x; done"],
+    );
+    cfg.linux = Some(api::LinuxContainerConfig {
+        resources: Some(api::LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run_container(&mut s, &pod, &sandbox, cfg).await;
+    let st = wait_exited_of(&mut s.client, &id, Duration::from_secs(60)).await;
+    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+    assert_eq!(st.exit_code, 137, "{st:?}");
+    remove_pod(&mut s.client, &pod).await;
+}
