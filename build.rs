@@ -1,17 +1,24 @@
 //! Compiles the CRI v1 contract in `proto/` into the `crius::api` module (tonic + prost),
-//! and lists every message so tests can round-trip each one.
+//! and lists every message so tests can round-trip each one; compiles crius's own admin
+//! service in `proto-admin/` (kept apart so the CRI contract checker, which reads all of
+//! `proto/`, only ever sees `runtime.v1`) into `crius::admin::wire`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/runtime/v1/api.proto";
+    let admin = "proto-admin/crius/v1/admin.proto";
     println!("cargo:rerun-if-changed={proto}");
+    println!("cargo:rerun-if-changed={admin}");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptors = out.join("runtime_v1_descriptor.bin");
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptors)
         .compile_protos(&[proto], &["proto"])?;
+    // Compiled on its own so the CRI descriptor set (and the message list below) holds
+    // `runtime.v1` alone.
+    tonic_prost_build::configure().compile_protos(&[admin], &["proto-admin"])?;
 
     // `crius::cri_for_each_message!(m)` expands to `m!(RustName, "ProtoName");` for every message of the contract, so a
     // test can encode and decode each one without a hand-kept list that could drift.

@@ -1,18 +1,22 @@
-//! A CRI client over a unix socket, for the `crius` CLI, the bench tool and the tests.
+//! A CRI client over a unix socket, for the `crius` CLI, the bench tool and the tests;
+//! with crius's own `Admin` service, served on the same socket.
 
 use std::path::{Path, PathBuf};
 
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::admin::wire::admin_client::AdminClient;
 use crate::api::image_service_client::ImageServiceClient;
 use crate::api::runtime_service_client::RuntimeServiceClient;
 
-/// Both CRI services on one connection.
+/// Both CRI services and crius's `Admin` service on one connection.
 #[derive(Debug, Clone)]
 pub struct CriClient {
     pub runtime: RuntimeServiceClient<Channel>,
     pub image: ImageServiceClient<Channel>,
+    /// Image archive import/export and fsck; criusd only (not part of CRI).
+    pub admin: AdminClient<Channel>,
 }
 
 /// The socket path of an endpoint given as `unix:///path` or a bare absolute path.
@@ -37,7 +41,8 @@ pub async fn connect(path: &Path) -> Result<CriClient, tonic::transport::Error> 
         .await?;
     Ok(CriClient {
         runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
-        image: ImageServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
+        image: ImageServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
+        admin: AdminClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
     })
 }
 

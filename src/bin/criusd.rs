@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use crius::admin::wire::admin_server::AdminServer;
+use crius::admin::AdminService;
 use crius::api::image_service_server::ImageServiceServer;
 use crius::api::runtime_service_server::RuntimeServiceServer;
 use crius::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
@@ -129,6 +131,10 @@ async fn serve(
     let image_service = ImageServiceServer::new(ImageService::new(runtime.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    // crius's own image archive and fsck service, on the same 0660 socket as CRI.
+    let admin_service = AdminServer::new(AdminService::new(runtime.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     tracing::info!(
         listen,
         version = env!("CARGO_PKG_VERSION"),
@@ -138,6 +144,7 @@ async fn serve(
     let server = tonic::transport::Server::builder()
         .add_service(runtime_service)
         .add_service(image_service)
+        .add_service(admin_service)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });

@@ -17,6 +17,7 @@ mod rollback;
 mod runtime;
 
 pub use cgroup::{CgroupDriver, CgroupDriverChoice, CgroupVersion};
+pub use crius_image::content::BadBlob;
 pub use crius_image::{FsUsage, Image, ImageConfig, PullAuth, RegistryConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use network::{NetworkMode, NetworkOptions, DEFAULT_POD_CIDR};
