@@ -178,15 +178,11 @@ async fn later_rpcs_answer_unimplemented_with_their_name() {
     assert!(err.message().contains("Attach"), "{}", err.message());
     let err = client
         .runtime
-        .get_container_events(api::GetEventsRequest {})
+        .port_forward(api::PortForwardRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(
-        err.message().contains("GetContainerEvents"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("PortForward"), "{}", err.message());
 }
 
 #[test]

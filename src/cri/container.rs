@@ -169,7 +169,7 @@ fn container(c: &ContainerStatus) -> api::Container {
     }
 }
 
-fn container_status(c: &ContainerStatus) -> api::ContainerStatus {
+pub(crate) fn container_status(c: &ContainerStatus) -> api::ContainerStatus {
     let user = c.spec.pointer("/process/user");
     let id = |key: &str| {
         user.and_then(|u| u.get(key))
@@ -210,4 +210,27 @@ fn container_status(c: &ContainerStatus) -> api::ContainerStatus {
         }),
         stop_signal: 0,
     }
+}
+
+pub(crate) async fn update_resources(
+    rt: &Arc<Runtime>,
+    r: api::UpdateContainerResourcesRequest,
+) -> Result<api::UpdateContainerResourcesResponse, CriError> {
+    let resources = convert::resources(r.linux.unwrap_or_default());
+    let rt = rt.clone();
+    blocking(move || {
+        rt.update_container_resources(&r.container_id, &resources)
+            .map_err(CriError::from)
+    })
+    .await?;
+    Ok(api::UpdateContainerResourcesResponse {})
+}
+
+pub(crate) async fn reopen_log(
+    rt: &Arc<Runtime>,
+    id: String,
+) -> Result<api::ReopenContainerLogResponse, CriError> {
+    let rt = rt.clone();
+    blocking(move || rt.reopen_container_log(&id).map_err(CriError::from)).await?;
+    Ok(api::ReopenContainerLogResponse {})
 }

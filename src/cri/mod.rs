@@ -8,9 +8,11 @@
 
 mod container;
 mod convert;
+mod events;
 mod image;
 mod pod;
 mod runtime;
+mod stats;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -114,7 +114,7 @@ fn pod_sandbox(p: &PodStatus) -> api::PodSandbox {
     }
 }
 
-fn pod_status(p: &PodStatus) -> api::PodSandboxStatus {
+pub(crate) fn pod_status(p: &PodStatus) -> api::PodSandboxStatus {
     let mode = |host: bool, pod: bool| -> i32 {
         if host {
             api::NamespaceMode::Node.into()
@@ -157,4 +157,19 @@ fn pod_status(p: &PodStatus) -> api::PodSandboxStatus {
         annotations: p.annotations.clone().into_iter().collect(),
         runtime_handler: p.runtime_handler.clone(),
     }
+}
+
+pub(crate) async fn update_resources(
+    rt: &Arc<Runtime>,
+    r: api::UpdatePodSandboxResourcesRequest,
+) -> Result<api::UpdatePodSandboxResourcesResponse, CriError> {
+    let overhead = r.overhead.map(convert::resources);
+    let resources = r.resources.map(convert::resources);
+    let rt = rt.clone();
+    blocking(move || {
+        rt.update_pod_resources(&r.pod_sandbox_id, overhead.as_ref(), resources.as_ref())
+            .map_err(CriError::from)
+    })
+    .await?;
+    Ok(api::UpdatePodSandboxResourcesResponse {})
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crius_core::Runtime;
 use tonic::{Request, Response, Status};
 
-use super::{container, handle, pod, unimplemented, Ids, ResponseStream};
+use super::{container, events, handle, pod, stats, unimplemented, Ids, ResponseStream};
 use crate::api;
 use crate::api::runtime_service_server::RuntimeService as Service;
 
@@ -40,23 +40,6 @@ macro_rules! not_yet {
             &'life0 self,
             _: Request<api::$req>,
         ) -> BoxFuture<'async_trait, Result<Response<api::$resp>, Status>>
-        where
-            'life0: 'async_trait,
-            Self: 'async_trait,
-        {
-            Box::pin(unimplemented(stringify!($rpc)))
-        }
-    )*};
-}
-
-/// Streaming RPCs whose issues have not landed.
-macro_rules! not_yet_streaming {
-    ($($rpc:ident: $method:ident($req:ident) -> $stream:ident<$item:ident>;)*) => {$(
-        type $stream = ResponseStream<api::$item>;
-        fn $method<'life0, 'async_trait>(
-            &'life0 self,
-            _: Request<api::$req>,
-        ) -> BoxFuture<'async_trait, Result<Response<Self::$stream>, Status>>
         where
             'life0: 'async_trait,
             Self: 'async_trait,
@@ -337,27 +320,200 @@ impl Service for RuntimeService {
         .await
     }
 
+    async fn update_container_resources(
+        &self,
+        r: Request<api::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<api::UpdateContainerResourcesResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.container_id.clone();
+        handle(
+            "UpdateContainerResources",
+            Ids {
+                container: &id,
+                ..Ids::default()
+            },
+            container::update_resources(&self.runtime, r),
+        )
+        .await
+    }
+
+    async fn reopen_container_log(
+        &self,
+        r: Request<api::ReopenContainerLogRequest>,
+    ) -> Result<Response<api::ReopenContainerLogResponse>, Status> {
+        let id = r.into_inner().container_id;
+        handle(
+            "ReopenContainerLog",
+            Ids {
+                container: &id.clone(),
+                ..Ids::default()
+            },
+            container::reopen_log(&self.runtime, id),
+        )
+        .await
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        r: Request<api::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<api::UpdatePodSandboxResourcesResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.pod_sandbox_id.clone();
+        handle(
+            "UpdatePodSandboxResources",
+            Ids {
+                pod: &id,
+                ..Ids::default()
+            },
+            pod::update_resources(&self.runtime, r),
+        )
+        .await
+    }
+
+    async fn container_stats(
+        &self,
+        r: Request<api::ContainerStatsRequest>,
+    ) -> Result<Response<api::ContainerStatsResponse>, Status> {
+        let id = r.into_inner().container_id;
+        handle(
+            "ContainerStats",
+            Ids {
+                container: &id.clone(),
+                ..Ids::default()
+            },
+            stats::container(&self.runtime, id),
+        )
+        .await
+    }
+
+    async fn list_container_stats(
+        &self,
+        r: Request<api::ListContainerStatsRequest>,
+    ) -> Result<Response<api::ListContainerStatsResponse>, Status> {
+        let filter = r.into_inner().filter;
+        handle("ListContainerStats", Ids::default(), async {
+            Ok(api::ListContainerStatsResponse {
+                stats: stats::list_containers(&self.runtime, filter).await?,
+            })
+        })
+        .await
+    }
+
+    type StreamContainerStatsStream = ResponseStream<api::StreamContainerStatsResponse>;
+    async fn stream_container_stats(
+        &self,
+        r: Request<api::StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        let filter = r.into_inner().filter;
+        handle("StreamContainerStats", Ids::default(), async {
+            let items = stats::list_containers(&self.runtime, filter).await?;
+            Ok(batches(items, |items| api::StreamContainerStatsResponse {
+                container_stats: items,
+            }))
+        })
+        .await
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        r: Request<api::PodSandboxStatsRequest>,
+    ) -> Result<Response<api::PodSandboxStatsResponse>, Status> {
+        let id = r.into_inner().pod_sandbox_id;
+        handle(
+            "PodSandboxStats",
+            Ids {
+                pod: &id.clone(),
+                ..Ids::default()
+            },
+            stats::pod(&self.runtime, id),
+        )
+        .await
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        r: Request<api::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<api::ListPodSandboxStatsResponse>, Status> {
+        let filter = r.into_inner().filter;
+        handle("ListPodSandboxStats", Ids::default(), async {
+            Ok(api::ListPodSandboxStatsResponse {
+                stats: stats::list_pods(&self.runtime, filter).await?,
+            })
+        })
+        .await
+    }
+
+    type StreamPodSandboxStatsStream = ResponseStream<api::StreamPodSandboxStatsResponse>;
+    async fn stream_pod_sandbox_stats(
+        &self,
+        r: Request<api::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        let filter = r.into_inner().filter;
+        handle("StreamPodSandboxStats", Ids::default(), async {
+            let items = stats::list_pods(&self.runtime, filter).await?;
+            Ok(batches(items, |items| api::StreamPodSandboxStatsResponse {
+                pod_sandbox_stats: items,
+            }))
+        })
+        .await
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<api::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<api::ListMetricDescriptorsResponse>, Status> {
+        handle("ListMetricDescriptors", Ids::default(), async {
+            Ok(api::ListMetricDescriptorsResponse {
+                descriptors: stats::descriptors(),
+            })
+        })
+        .await
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<api::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<api::ListPodSandboxMetricsResponse>, Status> {
+        handle("ListPodSandboxMetrics", Ids::default(), async {
+            Ok(api::ListPodSandboxMetricsResponse {
+                pod_metrics: stats::pod_metrics(&self.runtime).await?,
+            })
+        })
+        .await
+    }
+
+    type StreamPodSandboxMetricsStream = ResponseStream<api::StreamPodSandboxMetricsResponse>;
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _: Request<api::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        handle("StreamPodSandboxMetrics", Ids::default(), async {
+            let items = stats::pod_metrics(&self.runtime).await?;
+            Ok(batches(items, |items| {
+                api::StreamPodSandboxMetricsResponse {
+                    pod_sandbox_metrics: items,
+                }
+            }))
+        })
+        .await
+    }
+
+    type GetContainerEventsStream = ResponseStream<api::ContainerEventResponse>;
+    async fn get_container_events(
+        &self,
+        _: Request<api::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        handle("GetContainerEvents", Ids::default(), async {
+            Ok(events::subscribe(&self.runtime))
+        })
+        .await
+    }
+
     not_yet! {
-        UpdateContainerResources: update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
-        ReopenContainerLog: reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
         Exec: exec(ExecRequest) -> ExecResponse;
         Attach: attach(AttachRequest) -> AttachResponse;
         PortForward: port_forward(PortForwardRequest) -> PortForwardResponse;
-        ContainerStats: container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
-        ListContainerStats: list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
-        PodSandboxStats: pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
-        ListPodSandboxStats: list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
         CheckpointContainer: checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
-        ListMetricDescriptors: list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
-        ListPodSandboxMetrics: list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
-        UpdatePodSandboxResources: update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse;
-    }
-
-    not_yet_streaming! {
-        GetContainerEvents: get_container_events(GetEventsRequest) -> GetContainerEventsStream<ContainerEventResponse>;
-        StreamContainerStats: stream_container_stats(StreamContainerStatsRequest) -> StreamContainerStatsStream<StreamContainerStatsResponse>;
-        StreamPodSandboxStats: stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> StreamPodSandboxStatsStream<StreamPodSandboxStatsResponse>;
-        StreamPodSandboxMetrics: stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> StreamPodSandboxMetricsStream<StreamPodSandboxMetricsResponse>;
     }
 }
 

@@ -10,6 +10,7 @@
 mod cgroup;
 pub mod container;
 mod error;
+pub mod events;
 mod inflight;
 mod network;
 pub mod pod;

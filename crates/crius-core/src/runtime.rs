@@ -104,6 +104,10 @@ pub struct Runtime {
     pub(crate) pod_runs: Inflight<PodMetadata>,
     /// CreateContainer calls in flight, by (pod id, container name key).
     pub(crate) container_creates: Inflight<(String, ContainerMetadata)>,
+    /// Container lifecycle events, for `GetContainerEvents`.
+    events: crate::events::EventBus,
+    /// CPU samples and writable layer sizes kept between stats calls.
+    stats: crate::container::stats::StatsCache,
 }
 
 impl Runtime {
@@ -139,6 +143,8 @@ impl Runtime {
             network: RwLock::new(network),
             pod_runs: Inflight::default(),
             container_creates: Inflight::default(),
+            events: crate::events::EventBus::default(),
+            stats: crate::container::stats::StatsCache::default(),
         })
     }
 
@@ -159,6 +165,16 @@ impl Runtime {
     /// The metadata store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Container lifecycle events: subscribe to get every change from now on.
+    pub fn events(&self) -> &crate::events::EventBus {
+        &self.events
+    }
+
+    /// What stats keep between calls.
+    pub(crate) fn stats_cache(&self) -> &crate::container::stats::StatsCache {
+        &self.stats
     }
 
     /// The image manager: pull, list, remove, container root filesystems.

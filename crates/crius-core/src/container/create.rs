@@ -155,6 +155,8 @@ impl Runtime {
         txn.containers().insert(&record)?;
         txn.commit()?;
         rollback.disarm();
+        self.events()
+            .publish(&record, crate::events::ContainerEventKind::Created);
         tracing::info!(container_id = %id, pod_id = %pod.id, name = %config.name, "container created");
         Ok(id)
     }

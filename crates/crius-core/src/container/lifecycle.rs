@@ -78,8 +78,12 @@ impl Runtime {
             let mut updated = record;
             if apply(&mut updated, observe(&dir, &id)) {
                 let txn = self.store().write()?;
+                let before = txn.containers().get(&id)?.map(|r| r.state);
                 txn.containers().update(&updated)?;
                 txn.commit()?;
+                if let Some(before) = before {
+                    self.events().publish_transition(before, &updated);
+                }
             }
         }
         Ok(())
@@ -116,6 +120,8 @@ impl Runtime {
         let txn = self.store().write()?;
         txn.containers().remove(&record.id)?;
         txn.commit()?;
+        self.events()
+            .publish(record, crate::events::ContainerEventKind::Deleted);
         Ok(())
     }
 }

@@ -13,9 +13,12 @@ mod create;
 mod exec;
 mod lifecycle;
 pub mod spec;
+pub(crate) mod stats;
 mod status;
+mod update;
 pub mod user;
 mod watch;
 
 pub use exec::ExecOutput;
+pub use stats::{ContainerStats, LayerUsage, PodStats, LAYER_TTL};
 pub use status::{ContainerFilter, ContainerState, ContainerStatus};

@@ -1086,6 +1086,14 @@ fn positive(field: &'static str, value: i64) -> Result<Option<u64>> {
     }
 }
 
+/// The CPU, memory, hugepage and unified limits of `r` alone, without device rules: what
+/// `UpdateContainerResources` applies to a running container's cgroup.
+pub(crate) fn limits(r: &Resources) -> Result<LinuxResources> {
+    let mut res = resources(r, Vec::new())?;
+    res.set_devices(None);
+    Ok(res)
+}
+
 /// CPU, memory, hugepages and unified (v2) limits, and the device rules.
 fn resources(r: &Resources, device_rules: Vec<LinuxDeviceCgroup>) -> Result<LinuxResources> {
     let mut res = LinuxResources::default();

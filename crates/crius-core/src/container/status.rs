@@ -129,8 +129,14 @@ impl Runtime {
         let observed = observe(&pod_dir, &record.id);
         if apply(&mut record, observed) {
             let txn = self.store().write()?;
+            // The state before is read in the write transaction: writers are serialised,
+            // so a change the pod watcher recorded meanwhile is not published twice.
+            let before = txn.containers().get(&record.id)?.map(|r| r.state);
             txn.containers().update(&record)?;
             txn.commit()?;
+            if let Some(before) = before {
+                self.events().publish_transition(before, &record);
+            }
         }
         Ok(record)
     }

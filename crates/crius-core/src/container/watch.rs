@@ -2,6 +2,7 @@
 //! its monitor's events and writes every state change to the store, so `ListContainers`
 //! (kubelet relists every second) reads the truth from the store alone. When the monitor
 //! goes away while the pod still exists, its unfinished containers are recorded as lost.
+//! Every state change it records is also published as a container event.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use crius_monitor::MonitorClient;
 use crius_store::Store;
 
 use super::status::{apply, observe, Observed};
+use crate::events::EventBus;
 use crate::pod::remove::MONITOR_TIMEOUT;
 use crate::runtime::Runtime;
 
@@ -18,6 +20,7 @@ impl Runtime {
     pub(crate) fn watch_pod(&self, pod_id: &str) {
         let watcher = Watcher {
             store: self.store().clone(),
+            events: self.events().clone(),
             pod_id: pod_id.to_string(),
             dir: self.pod_dir(pod_id),
         };
@@ -36,6 +39,7 @@ impl Runtime {
         for pod in &pods {
             let watcher = Watcher {
                 store: self.store().clone(),
+                events: self.events().clone(),
                 pod_id: pod.id.clone(),
                 dir: self.pod_dir(&pod.id),
             };
@@ -49,6 +53,7 @@ impl Runtime {
 
 struct Watcher {
     store: Store,
+    events: EventBus,
     pod_id: String,
     dir: PathBuf,
 }
@@ -114,15 +119,21 @@ impl Watcher {
     fn record(&self, id: &str, observed: Observed) {
         let result = self.store.update(|txn| {
             let Some(mut record) = txn.containers().get(id)? else {
-                return Ok(());
+                return Ok(None);
             };
+            let before = record.state;
             if apply(&mut record, observed) {
                 txn.containers().update(&record)?;
+                return Ok(Some((before, record)));
             }
-            Ok::<(), crius_store::Error>(())
+            Ok::<_, crius_store::Error>(None)
         });
-        if let Err(e) = result {
-            tracing::warn!(container_id = id, error = %e, "cannot record container state");
+        match result {
+            Ok(Some((before, record))) => self.events.publish_transition(before, &record),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(container_id = id, error = %e, "cannot record container state")
+            }
         }
     }
 }

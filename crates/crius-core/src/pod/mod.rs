@@ -15,5 +15,6 @@ mod run;
 pub(crate) mod status;
 mod stop;
 pub mod sysctl;
+mod update;
 
 pub use status::{PodFilter, PodState, PodStatus};
