@@ -199,6 +199,36 @@ async fn a_killed_monitor_leaves_its_containers_exited_and_gone() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    // The pod's watcher notices on its own: ListContainers (what kubelet relists) stops
+    // reporting the containers as running without any status call.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let running = s
+            .client
+            .runtime
+            .list_containers(api::ListContainersRequest {
+                filter: Some(api::ContainerFilter {
+                    pod_sandbox_id: pod.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .iter()
+            .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
+            .count();
+        if running == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ListContainers still reports {running} running after the monitor died"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     for id in &ids {
         let st = status(&mut s, id).await;
         assert_eq!(

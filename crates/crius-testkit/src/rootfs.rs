@@ -25,7 +25,19 @@ impl BusyboxRootfs {
     /// empty mount points, and `/etc/passwd` + `/etc/group` with root, a `user` (1000)
     /// and `nobody`.
     pub fn create(root: &Path) -> io::Result<Self> {
-        for dir in ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "home/user", "var", "run"] {
+        for dir in [
+            "bin",
+            "sbin",
+            "etc",
+            "proc",
+            "sys",
+            "dev",
+            "tmp",
+            "root",
+            "home/user",
+            "var",
+            "run",
+        ] {
             fs::create_dir_all(root.join(dir))?;
         }
         fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))?;
@@ -46,7 +58,9 @@ impl BusyboxRootfs {
             root.join("etc/group"),
             "root:x:0:\nuser:x:1000:\nextra:x:2000:user\nnogroup:x:65534:\n",
         )?;
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
     }
 
     /// The directory holding the root filesystem.

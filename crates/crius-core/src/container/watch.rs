@@ -80,7 +80,14 @@ impl Watcher {
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(pod_id = %self.pod_id, error = %e, "cannot subscribe to monitor")
+                    tracing::debug!(pod_id = %self.pod_id, error = %e, "cannot subscribe to monitor");
+                    // Refused: nothing listens on the socket any more, the monitor died
+                    // (a killed monitor leaves its socket file behind). Record its
+                    // containers as lost now rather than retrying forever.
+                    if e.kind() == crius_monitor::ErrorKind::Unavailable && self.pod_exists() {
+                        self.sync_all();
+                        return;
+                    }
                 }
             }
             if !self.pod_exists() {
