@@ -5,7 +5,7 @@
 #   scripts/install-deps.sh --test   also the test fixtures: registry, CNI plugins, runc, crun
 set -euo pipefail
 
-packages=(protobuf-compiler gcc pkg-config iproute2 ca-certificates)
+packages=(protobuf-compiler gcc pkg-config zlib1g-dev iproute2 iptables ca-certificates)
 if [[ "${1:-}" == "--test" ]]; then
     packages+=(
         busybox-static              # rootfs and image fixtures (static: runs in any rootfs)
