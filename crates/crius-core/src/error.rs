@@ -83,61 +83,31 @@ impl Error {
     }
 }
 
-fn store_kind(kind: crius_store::ErrorKind) -> ErrorKind {
-    use crius_store::ErrorKind as S;
-    match kind {
-        S::InvalidArgument => ErrorKind::InvalidArgument,
-        S::NotFound => ErrorKind::NotFound,
-        S::AlreadyExists => ErrorKind::AlreadyExists,
-        S::FailedPrecondition => ErrorKind::FailedPrecondition,
-        S::ResourceExhausted => ErrorKind::ResourceExhausted,
-        S::DeadlineExceeded => ErrorKind::DeadlineExceeded,
-        S::Unavailable => ErrorKind::Unavailable,
-        S::Internal => ErrorKind::Internal,
-    }
+/// Every crius crate classifies its errors with the same eight kinds (each crate owns its
+/// enum, since the crates below crius-core depend on no crius crate); this maps one
+/// crate's kinds onto the domain's, exhaustively.
+macro_rules! kind_mapping {
+    ($name:ident, $kind:ty) => {
+        fn $name(kind: $kind) -> ErrorKind {
+            type K = $kind;
+            match kind {
+                K::InvalidArgument => ErrorKind::InvalidArgument,
+                K::NotFound => ErrorKind::NotFound,
+                K::AlreadyExists => ErrorKind::AlreadyExists,
+                K::FailedPrecondition => ErrorKind::FailedPrecondition,
+                K::ResourceExhausted => ErrorKind::ResourceExhausted,
+                K::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+                K::Unavailable => ErrorKind::Unavailable,
+                K::Internal => ErrorKind::Internal,
+            }
+        }
+    };
 }
 
-fn image_kind(kind: crius_image::ErrorKind) -> ErrorKind {
-    use crius_image::ErrorKind as I;
-    match kind {
-        I::InvalidArgument => ErrorKind::InvalidArgument,
-        I::NotFound => ErrorKind::NotFound,
-        I::AlreadyExists => ErrorKind::AlreadyExists,
-        I::FailedPrecondition => ErrorKind::FailedPrecondition,
-        I::ResourceExhausted => ErrorKind::ResourceExhausted,
-        I::DeadlineExceeded => ErrorKind::DeadlineExceeded,
-        I::Unavailable => ErrorKind::Unavailable,
-        I::Internal => ErrorKind::Internal,
-    }
-}
-
-fn monitor_kind(kind: crius_monitor::ErrorKind) -> ErrorKind {
-    use crius_monitor::ErrorKind as M;
-    match kind {
-        M::InvalidArgument => ErrorKind::InvalidArgument,
-        M::NotFound => ErrorKind::NotFound,
-        M::AlreadyExists => ErrorKind::AlreadyExists,
-        M::FailedPrecondition => ErrorKind::FailedPrecondition,
-        M::ResourceExhausted => ErrorKind::ResourceExhausted,
-        M::DeadlineExceeded => ErrorKind::DeadlineExceeded,
-        M::Unavailable => ErrorKind::Unavailable,
-        M::Internal => ErrorKind::Internal,
-    }
-}
-
-fn network_kind(kind: crius_net::ErrorKind) -> ErrorKind {
-    use crius_net::ErrorKind as N;
-    match kind {
-        N::InvalidArgument => ErrorKind::InvalidArgument,
-        N::NotFound => ErrorKind::NotFound,
-        N::AlreadyExists => ErrorKind::AlreadyExists,
-        N::FailedPrecondition => ErrorKind::FailedPrecondition,
-        N::ResourceExhausted => ErrorKind::ResourceExhausted,
-        N::DeadlineExceeded => ErrorKind::DeadlineExceeded,
-        N::Unavailable => ErrorKind::Unavailable,
-        N::Internal => ErrorKind::Internal,
-    }
-}
+kind_mapping!(store_kind, crius_store::ErrorKind);
+kind_mapping!(image_kind, crius_image::ErrorKind);
+kind_mapping!(monitor_kind, crius_monitor::ErrorKind);
+kind_mapping!(network_kind, crius_net::ErrorKind);
 
 /// Result with the domain error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
