@@ -27,6 +27,12 @@ async fn run_create_start_logs_exec_stop_remove() {
     let st = status(&mut s, &once).await;
     assert_eq!(st.state, api::ContainerState::ContainerCreated as i32);
     assert!(st.image_ref.starts_with("sha256:"));
+    // The pod's files are bind mounts the status reports, as containerd's does.
+    assert!(
+        st.mounts.iter().any(|m| m.container_path == "/etc/resolv.conf" && m.host_path.ends_with("resolv.conf")),
+        "{:?}",
+        st.mounts
+    );
     s.client
         .runtime
         .start_container(api::StartContainerRequest {

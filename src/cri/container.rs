@@ -197,7 +197,7 @@ pub(crate) fn container_status(c: &ContainerStatus) -> api::ContainerStatus {
         message: c.message.clone(),
         labels: c.labels.clone().into_iter().collect(),
         annotations: c.annotations.clone().into_iter().collect(),
-        mounts: Vec::new(),
+        mounts: c.mounts().into_iter().map(mount).collect(),
         log_path: c.log_path.clone(),
         resources: None,
         image_id: c.image_ref.clone(),
@@ -233,4 +233,21 @@ pub(crate) async fn reopen_log(
     let rt = rt.clone();
     blocking(move || rt.reopen_container_log(&id).map_err(CriError::from)).await?;
     Ok(api::ReopenContainerLogResponse {})
+}
+
+fn mount(m: crius_core::container::config::Mount) -> api::Mount {
+    use crius_core::container::config::Propagation;
+    let propagation = match m.propagation {
+        Propagation::Private => api::MountPropagation::PropagationPrivate,
+        Propagation::HostToContainer => api::MountPropagation::PropagationHostToContainer,
+        Propagation::Bidirectional => api::MountPropagation::PropagationBidirectional,
+    };
+    api::Mount {
+        container_path: m.container_path.display().to_string(),
+        host_path: m.host_path.display().to_string(),
+        readonly: m.readonly,
+        recursive_read_only: m.recursive_read_only,
+        propagation: propagation.into(),
+        ..Default::default()
+    }
 }

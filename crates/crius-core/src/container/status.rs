@@ -87,7 +87,7 @@ impl Runtime {
                     .as_ref()
                     .is_none_or(|p| c.pod_id.starts_with(p.as_str()))
             })
-            .map(status)
+            .map(summary)
             .filter(|c| filter.state.is_none_or(|s| s == c.state))
             .filter(|c| {
                 filter
@@ -303,6 +303,13 @@ pub(crate) fn remove_cgroup(root: &Path, relative: &str) {
 }
 
 pub(crate) fn status(c: &ContainerRecord) -> ContainerStatus {
+    let mut s = summary(c);
+    s.spec = c.spec.clone();
+    s
+}
+
+/// [`status`] without the OCI spec (large: it holds the seccomp profile), for lists.
+fn summary(c: &ContainerRecord) -> ContainerStatus {
     ContainerStatus {
         id: c.id.clone(),
         pod_id: c.pod_id.clone(),
@@ -326,6 +333,47 @@ pub(crate) fn status(c: &ContainerRecord) -> ContainerStatus {
         log_path: c.log_path.clone(),
         labels: c.labels.clone(),
         annotations: c.annotations.clone(),
-        spec: c.spec.clone(),
+        spec: serde_json::Value::Null,
+    }
+}
+
+impl ContainerStatus {
+    /// The host paths mounted into the container (CRI mounts and the pod's files), from
+    /// its OCI spec; empty for a status without spec (lists).
+    pub fn mounts(&self) -> Vec<super::config::Mount> {
+        use super::config::{Mount, Propagation};
+        let Some(mounts) = self
+            .spec
+            .get("mounts")
+            .and_then(serde_json::Value::as_array)
+        else {
+            return Vec::new();
+        };
+        mounts
+            .iter()
+            .filter(|m| m.get("type").and_then(serde_json::Value::as_str) == Some("bind"))
+            .filter_map(|m| {
+                let options: Vec<&str> = m
+                    .get("options")
+                    .and_then(serde_json::Value::as_array)
+                    .map(|o| o.iter().filter_map(serde_json::Value::as_str).collect())
+                    .unwrap_or_default();
+                let propagation = if options.contains(&"rshared") {
+                    Propagation::Bidirectional
+                } else if options.contains(&"rslave") {
+                    Propagation::HostToContainer
+                } else {
+                    Propagation::Private
+                };
+                Some(Mount {
+                    container_path: m.get("destination")?.as_str()?.into(),
+                    host_path: m.get("source")?.as_str()?.into(),
+                    readonly: options.contains(&"ro"),
+                    recursive_read_only: options.contains(&"rro"),
+                    selinux_relabel: false,
+                    propagation,
+                })
+            })
+            .collect()
     }
 }
