@@ -85,6 +85,9 @@ impl Runtime {
         });
 
         let image_config = ImageConfig::from_json(&image.config);
+        // The image's VOLUMEs that no CRI mount covers become private directories of the
+        // writable layer, created without ever following a symlink out of the rootfs.
+        super::volumes::create(&rootfs, &super::spec::volumes(config, &image_config))?;
         let spec = build_spec(&SpecInput {
             config,
             image: &image_config,

@@ -17,6 +17,7 @@ pub(crate) mod stats;
 mod status;
 mod update;
 pub mod user;
+mod volumes;
 mod watch;
 
 pub use exec::ExecOutput;
