@@ -319,6 +319,23 @@ async fn resources_update_reaches_the_cgroup_and_log_reopen_needs_a_running_cont
     let file = memory_limit_file(pid);
     let seen = std::fs::read_to_string(&file).unwrap();
     assert_eq!(seen.trim(), limit.to_string(), "{}", file.display());
+    // ContainerStatus reports the resources as updated.
+    let reported = s
+        .client
+        .runtime
+        .container_status(api::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .resources
+        .and_then(|r| r.linux)
+        .map(|l| l.memory_limit_in_bytes);
+    assert_eq!(reported, Some(limit));
     // The new limit is what stats measure availability against.
     let stats = container_stats(&mut s, &id).await;
     let available = value(&stats.memory.unwrap().available_bytes);

@@ -199,7 +199,10 @@ pub(crate) fn container_status(c: &ContainerStatus) -> api::ContainerStatus {
         annotations: c.annotations.clone().into_iter().collect(),
         mounts: c.mounts().into_iter().map(mount).collect(),
         log_path: c.log_path.clone(),
-        resources: None,
+        resources: c.resources().map(|r| api::ContainerResources {
+            linux: Some(linux_resources(&r)),
+            windows: None,
+        }),
         image_id: c.image_ref.clone(),
         user: Some(api::ContainerUser {
             linux: Some(api::LinuxContainerUser {
@@ -249,5 +252,27 @@ fn mount(m: crius_core::container::config::Mount) -> api::Mount {
         recursive_read_only: m.recursive_read_only,
         propagation: propagation.into(),
         ..Default::default()
+    }
+}
+
+fn linux_resources(r: &crius_core::container::config::Resources) -> api::LinuxContainerResources {
+    api::LinuxContainerResources {
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        cpu_shares: r.cpu_shares,
+        memory_limit_in_bytes: r.memory_limit_in_bytes,
+        oom_score_adj: r.oom_score_adj,
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cpuset_mems: r.cpuset_mems.clone(),
+        hugepage_limits: r
+            .hugepage_limits
+            .iter()
+            .map(|(page_size, limit)| api::HugepageLimit {
+                page_size: page_size.clone(),
+                limit: *limit,
+            })
+            .collect(),
+        unified: r.unified.clone().into_iter().collect(),
+        memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
     }
 }

@@ -338,6 +338,62 @@ fn summary(c: &ContainerRecord) -> ContainerStatus {
 }
 
 impl ContainerStatus {
+    /// The Linux resources the container runs with (as created or last updated), from its
+    /// OCI spec; `None` for a status without spec (lists).
+    pub fn resources(&self) -> Option<super::config::Resources> {
+        let r = self.spec.pointer("/linux/resources")?;
+        let int = |path: &str| {
+            r.pointer(path)
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0)
+        };
+        let text = |path: &str| {
+            r.pointer(path)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let hugepages = r
+            .get("hugepageLimits")
+            .and_then(serde_json::Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|h| {
+                        Some((
+                            h.get("pageSize")?.as_str()?.to_string(),
+                            h.get("limit")?.as_u64()?,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let unified = r
+            .get("unified")
+            .and_then(serde_json::Value::as_object)
+            .map(|u| {
+                u.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(super::config::Resources {
+            cpu_period: int("/cpu/period"),
+            cpu_quota: int("/cpu/quota"),
+            cpu_shares: int("/cpu/shares"),
+            memory_limit_in_bytes: int("/memory/limit"),
+            memory_swap_limit_in_bytes: int("/memory/swap"),
+            oom_score_adj: self
+                .spec
+                .pointer("/process/oomScoreAdj")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0),
+            cpuset_cpus: text("/cpu/cpus"),
+            cpuset_mems: text("/cpu/mems"),
+            hugepage_limits: hugepages,
+            unified,
+        })
+    }
+
     /// The host paths mounted into the container (CRI mounts and the pod's files), from
     /// its OCI spec; empty for a status without spec (lists).
     pub fn mounts(&self) -> Vec<super::config::Mount> {
