@@ -244,7 +244,7 @@ fn verbose_info(i: &Image) -> std::collections::HashMap<String, String> {
 
 fn filesystem_usage(u: &crius_core::FsUsage) -> api::FilesystemUsage {
     api::FilesystemUsage {
-        timestamp: now_ns(),
+        timestamp: crius_core::now_ns(),
         fs_id: Some(api::FilesystemIdentifier {
             mountpoint: u.mountpoint.display().to_string(),
         }),
@@ -255,11 +255,4 @@ fn filesystem_usage(u: &crius_core::FsUsage) -> api::FilesystemUsage {
             value: u.used.inodes,
         }),
     }
-}
-
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

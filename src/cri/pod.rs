@@ -51,7 +51,7 @@ pub(crate) async fn status(
         status: Some(pod_status(&pod)),
         info,
         containers_statuses: Vec::new(),
-        timestamp: super::image::now_ns(),
+        timestamp: crius_core::now_ns(),
     })
 }
 

@@ -23,6 +23,6 @@ pub use crius_image::{FsUsage, Image, ImageConfig, PullAuth, RegistryConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use network::{NetworkMode, NetworkOptions, DEFAULT_POD_CIDR};
 pub use runtime::{
-    Condition, Runtime, RuntimeHandler, RuntimeHandlerConfig, RuntimeOptions, RuntimeStatus,
-    VersionInfo, NETWORK_READY, RUNTIME_READY,
+    now_ns, Condition, Runtime, RuntimeHandler, RuntimeHandlerConfig, RuntimeOptions,
+    RuntimeStatus, VersionInfo, NETWORK_READY, RUNTIME_READY,
 };

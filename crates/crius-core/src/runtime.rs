@@ -473,8 +473,8 @@ pub(crate) fn new_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Now, in nanoseconds since the epoch.
-pub(crate) fn now_ns() -> i64 {
+/// Now, in nanoseconds since the epoch (the unit of every CRI timestamp).
+pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
