@@ -331,20 +331,21 @@ impl Runtime {
     }
 
     fn handlers(&self) -> Vec<RuntimeHandler> {
-        // The default ("") and "crius" are the built-in runtime; configured ones follow.
-        // No handler claims recursive read-only mounts or user namespaces until the
-        // runtime that would apply them exists.
-        let names = ["", "crius"]
-            .into_iter()
-            .map(String::from)
-            .chain(self.options.handlers.iter().map(|h| h.name.clone()));
-        names
-            .map(|name| RuntimeHandler {
-                name,
-                recursive_read_only_mounts: false,
-                user_namespaces: false,
-            })
-            .collect()
+        // The default ("") and "crius" are the built-in runtime, which applies `rro` with
+        // mount_setattr(2) (kubelet sends recursive read-only mounts only to a handler
+        // that claims them). Configured binaries follow, claiming nothing: their version,
+        // and so their support, is unknown. No handler claims user namespaces yet.
+        let builtin = ["", "crius"].into_iter().map(|name| RuntimeHandler {
+            name: name.to_string(),
+            recursive_read_only_mounts: true,
+            user_namespaces: false,
+        });
+        let configured = self.options.handlers.iter().map(|h| RuntimeHandler {
+            name: h.name.clone(),
+            recursive_read_only_mounts: false,
+            user_namespaces: false,
+        });
+        builtin.chain(configured).collect()
     }
 
     /// The network plugin new pods get, if pod networking is on.

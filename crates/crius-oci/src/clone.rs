@@ -485,6 +485,59 @@ pub(crate) fn idmapped_tree(source: &std::path::Path, userns: &OwnedFd) -> Resul
     Ok(tree)
 }
 
+/// mount_setattr(2) on the whole mount tree whose root is `fd` (`AT_RECURSIVE`): sets the
+/// `MOUNT_ATTR_*` bits in `set` and clears those in `clear`, on the top mount and every
+/// submount below it. This is what a recursive read-only mount needs: a bind remount with
+/// `MS_RDONLY` only ever changes the one mount it names, whatever `MS_REC` says.
+pub(crate) fn setattr_recursive(fd: &impl AsRawFd, set: u64, clear: u64) -> nix::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: mount_setattr(fd, "", AT_EMPTY_PATH|AT_RECURSIVE, &attr, size): `fd` is open
+    // for the call (borrowed from the caller), `empty` is a static C string, `attr` is a
+    // live, fully initialised mount_attr of exactly the size we pass; the kernel only
+    // reads it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            std::ptr::addr_of!(attr),
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret != 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}
+
+/// Whether the kernel has mount_setattr(2) (Linux 5.12+). The probe passes no attribute
+/// structure (size 0), which a kernel that has the call refuses with EINVAL before looking
+/// at anything else; an older kernel answers ENOSYS.
+pub(crate) fn has_mount_setattr() -> bool {
+    let empty = c"";
+    // SAFETY: mount_setattr(-1, "", AT_EMPTY_PATH, NULL, 0): the null attribute pointer is
+    // never read because size 0 is below MOUNT_ATTR_SIZE_VER0 and refused first; `empty`
+    // is a static C string; no descriptor is used (-1).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            std::ptr::null::<MountAttr>(),
+            0usize,
+        )
+    };
+    !(ret != 0 && nix::Error::last() == nix::Error::ENOSYS)
+}
+
 /// Attaches the detached mount `tree` on top of the directory or file `target`.
 pub(crate) fn attach_tree(tree: &OwnedFd, target: &OwnedFd) -> nix::Result<()> {
     let empty = c"";

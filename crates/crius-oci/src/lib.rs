@@ -3,7 +3,10 @@
 //! **Owns**: turning an OCI runtime spec (`oci-spec`) and a rootfs into a running,
 //! isolated process whose stdio are descriptors the caller passes: namespaces (created or
 //! joined by path, user namespaces with id maps written by the parent), the root
-//! filesystem (spec mounts resolved inside the rootfs, id-mapped bind mounts, `/dev`,
+//! filesystem (spec mounts resolved inside the rootfs, id-mapped bind mounts, recursive
+//! mount attributes such as `rro` through mount_setattr(2), `/dev` with the default
+//! nodes bound from the host and the spec's devices made with mknod(2) at their
+//! container path (bound from the host node of that number in a user namespace),
 //! `pivot_root`, masked and read-only paths, read-only root), privileges (capabilities,
 //! no_new_privs, seccomp, AppArmor/SELinux, rlimits, umask, oom_score_adj, user and
 //! groups, sysctls), cgroups v1 and v2 with device control ([`cgroup::CgroupManager`];

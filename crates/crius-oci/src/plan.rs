@@ -5,20 +5,24 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
 
 use caps::CapsHashSet;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::resource::Resource;
+use nix::sys::stat::SFlag;
 use oci_spec::runtime::{
-    Capabilities, LinuxNamespaceType, PosixRlimitType, Process as ProcessSpec, Spec,
+    Capabilities, LinuxDevice, LinuxDeviceType, LinuxNamespaceType, PosixRlimitType,
+    Process as ProcessSpec, Spec,
 };
 
 use crate::error::{Error, Result};
 use crate::init::{CapsPlan, ContainerPlan, InitPlan, NamespacePlan, ProcessPlan, StdioPlan};
-use crate::rootfs::{parse_options, propagation_flag, DevicePlan, MountPlan, RootfsPlan};
+use crate::rootfs::{
+    parse_options, propagation_flag, DevicePlan, DeviceSource, MountPlan, RootfsPlan,
+};
 use crate::runtime::Stdio;
 
 /// Default PATH when the process env has none (the value runc and containerd use).
@@ -91,7 +95,8 @@ pub(crate) fn for_container(
 ) -> Result<InitPlan> {
     let linux = spec.linux().clone().unwrap_or_default();
     let (namespaces, new_cgroup_ns, has_uts) = namespace_plan(&linux)?;
-    let rootfs_plan = rootfs_plan(spec, bundle, rootfs)?;
+    let in_userns = namespaces.new_user || namespaces.join_user.is_some();
+    let rootfs_plan = rootfs_plan(spec, bundle, rootfs, in_userns)?;
     let process_spec = spec
         .process()
         .as_ref()
@@ -179,7 +184,7 @@ pub(crate) fn for_exec(
     })
 }
 
-fn rootfs_plan(spec: &Spec, bundle: &Path, rootfs: &Path) -> Result<RootfsPlan> {
+fn rootfs_plan(spec: &Spec, bundle: &Path, rootfs: &Path, in_userns: bool) -> Result<RootfsPlan> {
     let linux = spec.linux().clone().unwrap_or_default();
     let host_v1 = cgroup_v1_hierarchies();
     let mounts = spec
@@ -188,24 +193,19 @@ fn rootfs_plan(spec: &Spec, bundle: &Path, rootfs: &Path) -> Result<RootfsPlan> 
         .flatten()
         .map(|m| mount_plan(m, bundle, host_v1.is_empty()))
         .collect::<Result<Vec<_>>>()?;
+    let spec_devices = linux.devices().clone().unwrap_or_default();
+    // A spec device at a default path replaces the default.
     let mut devices: Vec<DevicePlan> = DEFAULT_DEVICES
         .iter()
-        .map(|d| DevicePlan {
-            path: format!("/dev/{d}").into(),
-            host: format!("/dev/{d}").into(),
+        .map(|d| PathBuf::from(format!("/dev/{d}")))
+        .filter(|p| !spec_devices.iter().any(|d| d.path() == p))
+        .map(|p| DevicePlan {
+            source: DeviceSource::Bind(p.clone()),
+            path: p,
         })
         .collect();
-    for d in linux.devices().iter().flatten() {
-        if !d.path().exists() {
-            let path = d.path().display();
-            return Err(Error::InvalidSpec(format!(
-                "device {path} does not exist on the host"
-            )));
-        }
-        devices.push(DevicePlan {
-            path: d.path().clone(),
-            host: d.path().clone(),
-        });
+    for d in &spec_devices {
+        devices.push(device_plan(d, in_userns)?);
     }
     let propagation = match linux.rootfs_propagation().as_deref() {
         None | Some("") => MsFlags::MS_PRIVATE,
@@ -230,6 +230,103 @@ fn rootfs_plan(spec: &Spec, bundle: &Path, rootfs: &Path) -> Result<RootfsPlan> 
     })
 }
 
+/// One `linux.devices` entry: its node type and number checked; a fresh node (mknod with
+/// the spec's mode, uid and gid) at the container path, or in a user namespace (where
+/// mknod of a device is refused) a bind of the host node with that number.
+fn device_plan(d: &LinuxDevice, in_userns: bool) -> Result<DevicePlan> {
+    let path = d.path();
+    let invalid = |why: String| Error::InvalidSpec(format!("device {}: {why}", path.display()));
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+        return Err(invalid("the path must be absolute, without '..'".into()));
+    }
+    let kind = match d.typ() {
+        LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+        LinuxDeviceType::B => SFlag::S_IFBLK,
+        LinuxDeviceType::P => SFlag::S_IFIFO,
+        LinuxDeviceType::A => {
+            return Err(invalid(
+                "type \"a\" is only for cgroup rules; use c, b, u or p".into(),
+            ))
+        }
+    };
+    let number = |n: i64, what: &str| {
+        u64::try_from(n).map_err(|_| invalid(format!("{what} {n} must not be negative")))
+    };
+    let (major, minor) = (number(d.major(), "major")?, number(d.minor(), "minor")?);
+    let rdev = if kind == SFlag::S_IFIFO {
+        0
+    } else {
+        nix::sys::stat::makedev(major, minor)
+    };
+    if in_userns && kind != SFlag::S_IFIFO {
+        let host = host_node(path, kind, rdev).ok_or_else(|| {
+            invalid(format!(
+                "in a user namespace the node is bound from the host, and no host node \
+                 under /dev is {} {major}:{minor}",
+                if kind == SFlag::S_IFBLK {
+                    "block"
+                } else {
+                    "char"
+                },
+            ))
+        })?;
+        return Ok(DevicePlan {
+            path: path.clone(),
+            source: DeviceSource::Bind(host),
+        });
+    }
+    Ok(DevicePlan {
+        path: path.clone(),
+        source: DeviceSource::Mknod {
+            kind,
+            rdev,
+            mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        },
+    })
+}
+
+/// A host node of type `kind` and number `rdev`: the spec path itself when it is one,
+/// else udev's `/dev/{char,block}/M:m` link, else a search of `/dev`.
+fn host_node(path: &Path, kind: SFlag, rdev: u64) -> Option<PathBuf> {
+    let is_it = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| {
+            SFlag::from_bits_truncate(m.mode()) & SFlag::S_IFMT == kind && m.rdev() == rdev
+        })
+    };
+    let dir = if kind == SFlag::S_IFBLK {
+        "block"
+    } else {
+        "char"
+    };
+    let link = PathBuf::from(format!(
+        "/dev/{dir}/{}:{}",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    ));
+    [path.to_path_buf(), link]
+        .into_iter()
+        .find(|p| is_it(p))
+        .or_else(|| find_node(Path::new("/dev"), &is_it, 0))
+}
+
+fn find_node(dir: &Path, is_it: &dyn Fn(&Path) -> bool, depth: u32) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    for entry in entries.flatten() {
+        let Ok(t) = entry.file_type() else { continue };
+        let p = entry.path();
+        if t.is_dir() && depth < 3 {
+            if let Some(found) = find_node(&p, is_it, depth + 1) {
+                return Some(found);
+            }
+        } else if (t.is_char_device() || t.is_block_device()) && is_it(&p) {
+            return Some(p);
+        }
+    }
+    None
+}
+
 /// One spec mount: options parsed, bind sources resolved against the bundle and checked,
 /// `cgroup` turned into `cgroup2` on a v2-only host, id-mapped trees prepared.
 fn mount_plan(m: &oci_spec::runtime::Mount, bundle: &Path, v2_only: bool) -> Result<MountPlan> {
@@ -240,7 +337,15 @@ fn mount_plan(m: &oci_spec::runtime::Mount, bundle: &Path, v2_only: bool) -> Res
             dest.display()
         )));
     }
-    let (mut flags, propagation, data) = parse_options(m.options().as_deref().unwrap_or(&[]));
+    let parsed = parse_options(m.options().as_deref().unwrap_or(&[]));
+    let mut flags = parsed.flags;
+    if !parsed.recursive.is_empty() && !crate::clone::has_mount_setattr() {
+        return Err(Error::Unavailable(format!(
+            "mount {}: recursive mount options (rro, rnosuid, ...) need mount_setattr(2), \
+             Linux 5.12 or later; this kernel lacks it",
+            dest.display()
+        )));
+    }
     let mut fstype = m.typ().clone().filter(|t| t != "bind" && t != "none");
     if m.typ().as_deref() == Some("bind") {
         flags |= MsFlags::MS_BIND;
@@ -279,8 +384,9 @@ fn mount_plan(m: &oci_spec::runtime::Mount, bundle: &Path, v2_only: bool) -> Res
         source,
         dest: dest.clone(),
         flags,
-        propagation,
-        data,
+        propagation: parsed.propagation,
+        data: parsed.data,
+        recursive: parsed.recursive,
         idmapped,
     })
 }
@@ -538,6 +644,55 @@ mod tests {
             .unwrap();
         assert_eq!(clamp_oom_score_adj(-1000), own);
         assert_eq!(clamp_oom_score_adj(1000), 1000);
+    }
+
+    fn device(v: serde_json::Value) -> LinuxDevice {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_device_becomes_a_node_with_its_number_mode_and_owner() {
+        let d = device(serde_json::json!({
+            "path": "/dev/mynull", "type": "c", "major": 1, "minor": 3,
+            "fileMode": 0o620, "uid": 7, "gid": 8
+        }));
+        let plan = device_plan(&d, false).unwrap();
+        assert_eq!(plan.path, Path::new("/dev/mynull"));
+        match plan.source {
+            DeviceSource::Mknod {
+                kind,
+                rdev,
+                mode,
+                uid,
+                gid,
+            } => {
+                assert_eq!(kind, SFlag::S_IFCHR);
+                assert_eq!(rdev, nix::sys::stat::makedev(1, 3));
+                assert_eq!((mode, uid, gid), (0o620, 7, 8));
+            }
+            other => panic!("{other:?}"),
+        }
+        // in a user namespace: the host node with that number, found by number
+        match device_plan(&d, true).unwrap().source {
+            DeviceSource::Bind(host) => {
+                let meta = std::fs::metadata(&host).unwrap();
+                assert_eq!(meta.rdev(), nix::sys::stat::makedev(1, 3), "{host:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_devices_are_invalid_arguments() {
+        for bad in [
+            serde_json::json!({"path": "dev/x", "type": "c", "major": 1, "minor": 3}),
+            serde_json::json!({"path": "/dev/../x", "type": "c", "major": 1, "minor": 3}),
+            serde_json::json!({"path": "/dev/x", "type": "a", "major": 1, "minor": 3}),
+            serde_json::json!({"path": "/dev/x", "type": "c", "major": -1, "minor": 3}),
+        ] {
+            let err = device_plan(&device(bad.clone()), false).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{bad}");
+        }
     }
 
     #[test]

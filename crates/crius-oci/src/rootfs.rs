@@ -43,17 +43,110 @@ pub(crate) struct MountPlan {
     pub(crate) propagation: Vec<MsFlags>,
     /// Remaining options as the data string.
     pub(crate) data: String,
+    /// Recursive attributes (`rro`, `rnosuid`, ...) for the whole mounted tree.
+    pub(crate) recursive: RecursiveAttrs,
     /// For an id-mapped bind: the detached, already id-mapped tree made by the parent.
     pub(crate) idmapped: Option<OwnedFd>,
 }
 
-/// A device node made available inside the container by bind-mounting the host's node.
+/// Recursive mount attributes from the OCI `r`-prefixed options (`rro`, `rnosuid`,
+/// `rnodev`, `rnoexec`, `rnosymfollow`, `rnodiratime`, `rnoatime`, `rrelatime`,
+/// `rstrictatime` and their opposites), as `MOUNT_ATTR_*` bits for mount_setattr(2).
+/// Plain `ro` on an `rbind` leaves every submount writable (a remount never recurses);
+/// these apply to the whole tree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RecursiveAttrs {
+    /// Bits to set.
+    pub(crate) set: u64,
+    /// Bits to clear.
+    pub(crate) clear: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+/// The atime mode is a 3-bit field: clear the whole field, then set one value.
+const MOUNT_ATTR_ATIME: u64 = 0x70;
+const MOUNT_ATTR_RELATIME: u64 = 0x0;
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+impl RecursiveAttrs {
+    /// Whether no recursive option was given.
+    pub(crate) fn is_empty(self) -> bool {
+        self.set == 0 && self.clear == 0
+    }
+
+    /// Applies one option; false when `opt` is not a recursive option. A later option
+    /// overrides an earlier one (`rro,rrw` is read-write).
+    fn apply(&mut self, opt: &str) -> bool {
+        let (bit, on) = match opt {
+            "rro" => (MOUNT_ATTR_RDONLY, true),
+            "rrw" => (MOUNT_ATTR_RDONLY, false),
+            "rnosuid" => (MOUNT_ATTR_NOSUID, true),
+            "rsuid" => (MOUNT_ATTR_NOSUID, false),
+            "rnodev" => (MOUNT_ATTR_NODEV, true),
+            "rdev" => (MOUNT_ATTR_NODEV, false),
+            "rnoexec" => (MOUNT_ATTR_NOEXEC, true),
+            "rexec" => (MOUNT_ATTR_NOEXEC, false),
+            "rnosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, true),
+            "rsymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, false),
+            "rnodiratime" => (MOUNT_ATTR_NODIRATIME, true),
+            "rdiratime" => (MOUNT_ATTR_NODIRATIME, false),
+            "rrelatime" | "rnoatime" | "rstrictatime" => {
+                let mode = match opt {
+                    "rnoatime" => MOUNT_ATTR_NOATIME,
+                    "rstrictatime" => MOUNT_ATTR_STRICTATIME,
+                    _ => MOUNT_ATTR_RELATIME,
+                };
+                self.clear |= MOUNT_ATTR_ATIME;
+                self.set = (self.set & !MOUNT_ATTR_ATIME) | mode;
+                return true;
+            }
+            _ => return false,
+        };
+        if on {
+            self.set |= bit;
+            self.clear &= !bit;
+        } else {
+            self.clear |= bit;
+            self.set &= !bit;
+        }
+        true
+    }
+}
+
+/// A device node made available inside the container.
 #[derive(Debug, Clone)]
 pub(crate) struct DevicePlan {
     /// Path inside the container.
     pub(crate) path: PathBuf,
-    /// Host node to bind.
-    pub(crate) host: PathBuf,
+    /// How the node gets there.
+    pub(crate) source: DeviceSource,
+}
+
+/// Where a container's device node comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum DeviceSource {
+    /// Bind-mount this host node (the default devices, and every device of a container in
+    /// a user namespace, where mknod(2) of a device is never allowed).
+    Bind(PathBuf),
+    /// mknod(2) a fresh node, then set its exact mode and owner.
+    Mknod {
+        /// `S_IFCHR`, `S_IFBLK` or `S_IFIFO`.
+        kind: SFlag,
+        /// makedev(major, minor).
+        rdev: u64,
+        /// Permission bits (the umask must not apply).
+        mode: u32,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+    },
 }
 
 /// Everything the init needs to build the root filesystem.
@@ -105,7 +198,11 @@ pub(crate) fn prepare_rootfs(plan: &RootfsPlan) -> StepResult {
         mount_one(&root, m, plan).map_err(|e| fail(format!("mount {}: {e}", m.dest.display())))?;
     }
     for d in &plan.devices {
-        bind_device(&root, d).map_err(|e| fail(format!("device {}: {e}", d.path.display())))?;
+        let made = match &d.source {
+            DeviceSource::Bind(host) => bind_device(&root, &d.path, host),
+            DeviceSource::Mknod { .. } => make_device(&root, &d.path, &d.source),
+        };
+        made.map_err(|e| fail(format!("device {}: {e}", d.path.display())))?;
     }
     dev_symlinks(&root).map_err(fail)?;
     open_in_root(&root, &plan.cwd, Some(Create::Dir))
@@ -253,6 +350,17 @@ fn mount_one(root: &File, m: &MountPlan, plan: &RootfsPlan) -> Result<(), String
             .map_err(|e| format!("propagation {p:?}: {e}"))?;
         }
     }
+    if !m.recursive.is_empty() {
+        let top = open_in_root(root, &m.dest, None)?;
+        crate::clone::setattr_recursive(&top, m.recursive.set, m.recursive.clear).map_err(|e| {
+            match e {
+                nix::Error::ENOSYS => "recursive mount options (rro, rnosuid, ...) need \
+                    mount_setattr(2), Linux 5.12 or later"
+                    .to_string(),
+                e => format!("recursive mount attributes {:?}: {e}", m.recursive),
+            }
+        })?;
+    }
     Ok(())
 }
 
@@ -332,16 +440,59 @@ fn mount_cgroup_v1(root: &File, m: &MountPlan, plan: &RootfsPlan) -> Result<(), 
     Ok(())
 }
 
-fn bind_device(root: &File, d: &DevicePlan) -> Result<(), String> {
-    let target = open_in_root(root, &d.path, Some(Create::File))?;
+fn bind_device(root: &File, path: &Path, host: &Path) -> Result<(), String> {
+    let target = open_in_root(root, path, Some(Create::File))?;
     mount(
-        Some(&d.host),
+        Some(host),
         fd_path(&target).as_str(),
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(|e| format!("bind {}: {e}", d.host.display()))
+    .map_err(|e| format!("bind {}: {e}", host.display()))
+}
+
+/// mknod(2) of a device at `path` inside the root (its directory resolved in the root,
+/// so a symlinked `/dev` in the image cannot place it on the host), replacing whatever
+/// the image had there; then the exact mode (no umask) and owner.
+fn make_device(root: &File, path: &Path, source: &DeviceSource) -> Result<(), String> {
+    let DeviceSource::Mknod {
+        kind,
+        rdev,
+        mode,
+        uid,
+        gid,
+    } = *source
+    else {
+        return Err("not a node to create".into());
+    };
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: no file name", path.display()))?;
+    let dir = open_in_root(root, parent, Some(Create::Dir))?;
+    match nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(nix::Error::ENOENT) => {}
+        Err(e) => return Err(format!("remove what the image has there: {e}")),
+    }
+    let perm = Mode::from_bits_truncate(mode);
+    nix::sys::stat::mknodat(dir.as_fd(), name, kind, perm, rdev)
+        .map_err(|e| format!("mknod: {e}"))?;
+    nix::sys::stat::fchmodat(
+        dir.as_fd(),
+        name,
+        perm,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| format!("chmod {mode:o}: {e}"))?;
+    nix::unistd::fchownat(
+        dir.as_fd(),
+        name,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| format!("chown {uid}:{gid}: {e}"))
 }
 
 fn dev_symlinks(root: &File) -> Result<(), String> {
@@ -432,12 +583,27 @@ pub(crate) fn readonly_root() -> StepResult {
     remount(&fd, MsFlags::MS_RDONLY).map_err(|e| InitError::MaskPaths(format!("read-only /: {e}")))
 }
 
-/// Parses OCI mount options into flags, propagation changes and a data string.
-pub(crate) fn parse_options(options: &[String]) -> (MsFlags, Vec<MsFlags>, String) {
+/// OCI mount options parsed: mount flags, propagation changes, recursive attributes and
+/// the rest as the data string.
+#[derive(Debug)]
+pub(crate) struct ParsedOptions {
+    pub(crate) flags: MsFlags,
+    pub(crate) propagation: Vec<MsFlags>,
+    pub(crate) recursive: RecursiveAttrs,
+    pub(crate) data: String,
+}
+
+/// Parses OCI mount options into flags, propagation changes, recursive attributes and a
+/// data string.
+pub(crate) fn parse_options(options: &[String]) -> ParsedOptions {
     let mut flags = MsFlags::empty();
     let mut propagation = Vec::new();
+    let mut recursive = RecursiveAttrs::default();
     let mut data = Vec::new();
     for opt in options {
+        if recursive.apply(opt) {
+            continue;
+        }
         let (set, clear) = match opt.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
             "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
@@ -467,7 +633,12 @@ pub(crate) fn parse_options(options: &[String]) -> (MsFlags, Vec<MsFlags>, Strin
         };
         flags = (flags | set) - clear;
     }
-    (flags, propagation, data.join(","))
+    ParsedOptions {
+        flags,
+        propagation,
+        recursive,
+        data: data.join(","),
+    }
 }
 
 /// Maps a propagation keyword to its flags (`r` prefix adds MS_REC).
@@ -496,16 +667,40 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let (flags, prop, data) = parse_options(&opts);
-        assert!(flags.contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
-        assert_eq!(prop, vec![MsFlags::MS_REC | MsFlags::MS_SLAVE]);
-        assert_eq!(data, "mode=755,size=1m");
+        let p = parse_options(&opts);
+        assert!(p
+            .flags
+            .contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
+        assert_eq!(p.propagation, vec![MsFlags::MS_REC | MsFlags::MS_SLAVE]);
+        assert_eq!(p.data, "mode=755,size=1m");
+        assert!(p.recursive.is_empty(), "plain ro is not recursive");
     }
 
     #[test]
     fn a_later_rw_clears_an_earlier_ro() {
         let opts = vec!["ro".to_string(), "rw".to_string()];
-        assert!(!parse_options(&opts).0.contains(MsFlags::MS_RDONLY));
+        assert!(!parse_options(&opts).flags.contains(MsFlags::MS_RDONLY));
+    }
+
+    fn recursive(opts: &[&str]) -> RecursiveAttrs {
+        let opts: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
+        let p = parse_options(&opts);
+        assert!(p.data.is_empty(), "{opts:?} leaked into data: {}", p.data);
+        p.recursive
+    }
+
+    #[test]
+    fn recursive_options_become_mount_attributes_and_later_ones_win() {
+        let r = recursive(&["rro", "rnosuid", "rnodev"]);
+        assert_eq!(
+            r.set,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+        );
+        assert_eq!(r.clear, 0);
+        let r = recursive(&["rro", "rrw"]);
+        assert_eq!((r.set, r.clear), (0, MOUNT_ATTR_RDONLY));
+        let r = recursive(&["rnoatime", "rstrictatime"]);
+        assert_eq!((r.set, r.clear), (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_ATIME));
     }
 
     #[test]

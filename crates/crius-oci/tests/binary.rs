@@ -27,6 +27,8 @@ fn suite_for(binary: &str, name: &str) {
     common::conformance_suite(&mut rt, &tag);
     common::lifecycle_suite(&mut rt, &tag);
     common::terminal_suite(&mut rt, &tag);
+    common::recursive_readonly_suite(&mut rt, &tag);
+    common::devices_suite(&mut rt, &tag);
     assert_eq!(
         rt.state("no-such-container").unwrap_err().kind(),
         ErrorKind::NotFound

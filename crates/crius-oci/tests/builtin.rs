@@ -14,6 +14,22 @@ fn builtin_runtime_passes_the_conformance_suite() {
 }
 
 #[test]
+fn devices_get_their_own_path_and_rules_apply_in_order() {
+    if !crius_testkit::require_root("devices_get_their_own_path_and_rules_apply_in_order") {
+        return;
+    }
+    common::devices_suite(&mut BuiltinRuntime::new(), "builtin");
+}
+
+#[test]
+fn rro_is_read_only_down_to_submounts_and_ro_is_not() {
+    if !crius_testkit::require_root("rro_is_read_only_down_to_submounts_and_ro_is_not") {
+        return;
+    }
+    common::recursive_readonly_suite(&mut BuiltinRuntime::new(), "builtin");
+}
+
+#[test]
 fn a_missing_binary_fails_at_the_exec_step_with_its_chain() {
     if !crius_testkit::require_root("a_missing_binary_fails_at_the_exec_step_with_its_chain") {
         return;

@@ -234,6 +234,45 @@ fn user_namespace_root_is_the_mapped_host_uid_on_bind_mounts() {
 }
 
 #[test]
+fn in_a_user_namespace_a_device_is_the_host_node_bound_at_its_container_path() {
+    if !crius_testkit::require_root(
+        "in_a_user_namespace_a_device_is_the_host_node_bound_at_its_container_path",
+    ) {
+        return;
+    }
+    let bundle = Bundle::new();
+    let script = "stat -c '%t:%T' /dev/mynull; echo x > /dev/mynull && echo WRITE-OK; \
+                  grep -c ' /dev/mynull ' /proc/self/mountinfo";
+    let mut spec = userns_spec(&bundle, 300_000, &["/bin/sh", "-c", script]);
+    let device = |minor: i64| -> Vec<oci_spec::runtime::LinuxDevice> {
+        serde_json::from_value(serde_json::json!([{
+            "path": "/dev/mynull", "type": "c", "major": 1, "minor": minor
+        }]))
+        .unwrap()
+    };
+    let linux = spec.linux_mut().as_mut().unwrap();
+    linux.set_devices(Some(device(3)));
+    let out = run(
+        &mut BuiltinRuntime::new(),
+        &id("userns-dev"),
+        bundle.path(),
+        &spec,
+    )
+    .unwrap();
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    assert_eq!(lines, ["1:3", "WRITE-OK", "1"], "{out:?}");
+
+    // a number no host node has cannot be bound (mknod is never allowed there)
+    let linux = spec.linux_mut().as_mut().unwrap();
+    linux.set_devices(Some(device(250)));
+    let err = BuiltinRuntime::new()
+        .create(&id("userns-nodev"), bundle.path(), &spec, Stdio::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), crius_oci::ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("char 1:250"), "{err}");
+}
+
+#[test]
 fn an_id_mapped_bind_mount_lets_container_root_own_host_root_files() {
     if !crius_testkit::require_root(
         "an_id_mapped_bind_mount_lets_container_root_own_host_root_files",

@@ -218,8 +218,10 @@ pub fn device_rules(
         .unwrap_or_default();
     rules.extend(default_device_rules());
     for d in devices {
+        // A fifo (p) is no device for the cgroup.
         let t = match d.typ() {
             oci_spec::runtime::LinuxDeviceType::B => "b",
+            oci_spec::runtime::LinuxDeviceType::P => continue,
             _ => "c",
         };
         let rule = serde_json::json!({"allow": true, "type": t, "major": d.major(), "minor": d.minor(), "access": "rwm"});

@@ -286,3 +286,127 @@ pub fn terminal_suite(rt: &mut dyn OciRuntime, tag: &str) {
     assert!(text.starts_with("/dev/pts/0"), "{text:?}");
     rt.delete(&ctr, false).unwrap();
 }
+
+/// A host directory holding a file at its top and a tmpfs submount at `sub/`, in a
+/// private mount namespace of the calling thread (the mounts vanish with the test
+/// process; the runtime's children inherit them).
+pub fn dir_with_submount() -> tempfile::TempDir {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("crius-oci-submount")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    mount(
+        Some("tmpfs"),
+        &dir.path().join("sub"),
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    dir
+}
+
+/// `rro` makes a bind mount read-only down to its submounts; plain `ro` on an `rbind`
+/// only covers the top mount (a remount never recurses).
+pub fn recursive_readonly_suite(rt: &mut dyn OciRuntime, tag: &str) {
+    let bundle = Bundle::new();
+    let src = dir_with_submount();
+    let mut spec = bundle.spec(&[
+        "/bin/sh",
+        "-c",
+        "for d in /rro /rro/sub /ro /ro/sub; do \
+           (touch $d/probe) 2>/dev/null && echo $d WRITABLE || echo $d READONLY; done; \
+         grep -c ' /rro/sub ro[ ,]' /proc/self/mountinfo",
+    ]);
+    let bind = |dest: &str, options: &[&str]| -> oci_spec::runtime::Mount {
+        serde_json::from_value(serde_json::json!({
+            "destination": dest, "type": "bind", "source": src.path(), "options": options
+        }))
+        .unwrap()
+    };
+    let mounts = spec.mounts_mut().as_mut().unwrap();
+    mounts.push(bind("/rro", &["rbind", "rprivate", "ro", "rro"]));
+    mounts.push(bind("/ro", &["rbind", "rprivate", "ro"]));
+    let out = run(rt, &id(&format!("{tag}-rro")), bundle.path(), &spec).unwrap();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "/rro READONLY",
+            "/rro/sub READONLY",
+            "/ro READONLY",
+            "/ro/sub WRITABLE",
+            "1"
+        ],
+        "{out:?}"
+    );
+    assert!(
+        src.path().join("sub/probe").exists(),
+        "the plain ro mount's submount write did not reach the host tmpfs"
+    );
+}
+
+/// `linux.devices` nodes appear at their container path with the spec's number, mode and
+/// owner; `linux.resources.devices` rules apply in order (a later deny narrows an earlier
+/// allow); a node the rules do not allow cannot be opened although it exists; the
+/// default set keeps working.
+pub fn devices_suite(rt: &mut dyn OciRuntime, tag: &str) {
+    let bundle = Bundle::new();
+    let mut spec = bundle.spec(&[
+        "/bin/sh",
+        "-c",
+        "stat -c '%t:%T %a %u:%g %F' /dev/mynull; \
+         echo x > /dev/mynull && echo MYNULL-WRITE-OK; \
+         head -c 3 /dev/mynull | wc -c; \
+         mknod /tmp/fuse c 10 229 && mknod /tmp/kmsg c 1 11 || echo MKNOD-FAILED; \
+         (exec 3</tmp/fuse) 2>/dev/null && echo FUSE-READ-OK || echo FUSE-READ-DENIED; \
+         (exec 3>/tmp/fuse) 2>/dev/null && echo FUSE-WRITE-OK || echo FUSE-WRITE-DENIED; \
+         (exec 3>/tmp/kmsg) 2>/dev/null && echo KMSG-OK || echo KMSG-DENIED; \
+         echo x > /dev/null && head -c 4 /dev/zero | wc -c",
+    ]);
+    let linux = spec.linux_mut().as_mut().unwrap();
+    linux.set_devices(Some(
+        serde_json::from_value(serde_json::json!([{
+            "path": "/dev/mynull", "type": "c", "major": 1, "minor": 3,
+            "fileMode": 0o620, "uid": 1000, "gid": 5
+        }]))
+        .unwrap(),
+    ));
+    linux.set_resources(Some(
+        serde_json::from_value(serde_json::json!({"devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"},
+            {"allow": false, "type": "c", "major": 10, "minor": 229, "access": "w"}
+        ]}))
+        .unwrap(),
+    ));
+    linux.set_cgroups_path(Some(
+        format!("/crius-oci-test-{}", id(&format!("{tag}-dev"))).into(),
+    ));
+    let out = run(rt, &id(&format!("{tag}-dev")), bundle.path(), &spec).unwrap();
+    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "1:3 620 1000:5 character special file",
+            "MYNULL-WRITE-OK",
+            "0",
+            "FUSE-READ-OK",
+            "FUSE-WRITE-DENIED",
+            "KMSG-DENIED",
+            "4"
+        ],
+        "{out:?}"
+    );
+}
