@@ -44,7 +44,15 @@ pub struct Config {
     /// Logging of the daemon itself.
     pub log: LogConfig,
     /// `auto` (systemd when it is init, else cgroupfs), `cgroupfs` or `systemd`; kubelet's
-    /// `--cgroup-driver` must match what `crius status` reports.
+    /// `--cgroup-driver` must match what `crius status` reports. With `systemd`, a pod's
+    /// cgroup parent is a slice name (`kubepods-burstable-pod<uid>.slice`, anything else
+    /// is refused), expanded to its nested directories
+    /// (`kubepods.slice/kubepods-burstable.slice/...`), and each container's cgroup is
+    /// `crius-<id>.scope` below it. crius writes these directories in the cgroup
+    /// filesystem itself: no unit is registered with systemd over D-Bus, so systemd does
+    /// not list the scopes (`systemctl status`), cannot set properties on them, and may
+    /// re-apply a slice's own settings over them on `daemon-reload` (on cgroup v2 it
+    /// owns controller delegation of the slices it created).
     pub cgroup_driver: CgroupDriverChoice,
     /// Where the cgroup filesystem is mounted.
     pub cgroup_root: PathBuf,

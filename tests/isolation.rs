@@ -305,3 +305,82 @@ async fn a_memory_hog_over_its_limit_is_oom_killed() {
     assert_eq!(st.exit_code, 137, "{st:?}");
     remove_pod(&mut s.client, &pod).await;
 }
+
+#[tokio::test]
+async fn the_systemd_driver_expands_slice_parents_and_names_container_scopes() {
+    let Some(mut s) = common::setup_with("iso-systemd", |l| {
+        // A top-level key: before the layout's [network] table.
+        let base = std::fs::read_to_string(l.config()).unwrap();
+        std::fs::write(l.config(), format!("cgroup_driver = \"systemd\"\n{base}")).unwrap();
+    })
+    .await
+    else {
+        return;
+    };
+    // A top slice of its own, so concurrent tests and a real kubelet are never touched.
+    let top = format!("criustest{}", std::process::id());
+    let slice = format!("{top}-burstable-pod{}.slice", std::process::id());
+    let mut sandbox = pod_config(&s.layout, "sd");
+    sandbox.linux = Some(api::LinuxPodSandboxConfig {
+        cgroup_parent: slice.clone(),
+        ..Default::default()
+    });
+    let pod = run_pod_with(&mut s.client, &sandbox).await;
+    let cfg = container_config(&s.image, "sd", &["/bin/sleep", "60"]);
+    let id = run_container(&mut s, &pod, &sandbox, cfg).await;
+    let levels = [
+        format!("{top}.slice"),
+        format!("{top}.slice/{top}-burstable.slice"),
+        format!("{top}.slice/{top}-burstable.slice/{slice}"),
+    ];
+    let scope = format!("{}/crius-{id}.scope", levels[2]);
+    let dirs = common::cgroup_dirs(&scope);
+    for controller in ["memory", "pids"] {
+        let want = std::path::Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(&scope);
+        if std::path::Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .is_dir()
+        {
+            assert!(dirs.contains(&want), "{want:?} not in {dirs:?}");
+        }
+    }
+    let pids = common::cgroup_pids(&scope);
+    assert_eq!(pids.len(), 1, "the container's sleep alone: {pids:?}");
+    let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", pids[0])).unwrap();
+    assert!(cmdline.starts_with("/bin/sleep"), "{cmdline:?}");
+
+    // a cgroupfs path, or a name that is no slice, is refused before anything is made
+    for bad in [
+        "/kubepods/burstable/pod1",
+        "kubepods-burstable-pod1",
+        "a--b.slice",
+    ] {
+        let mut cfg = pod_config(&s.layout, "sd-bad");
+        cfg.linux = Some(api::LinuxPodSandboxConfig {
+            cgroup_parent: bad.into(),
+            ..Default::default()
+        });
+        let err = s
+            .client
+            .runtime
+            .run_pod_sandbox(api::RunPodSandboxRequest {
+                config: Some(cfg),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err:?}");
+        assert!(err.message().contains(".slice"), "{bad}: {err:?}");
+    }
+
+    remove_pod(&mut s.client, &pod).await;
+    assert!(common::cgroup_dirs(&scope).is_empty(), "scope left behind");
+    // The slices are kubelet's to remove; here the test plays kubelet.
+    for level in levels.iter().rev() {
+        for dir in common::cgroup_dirs(level) {
+            std::fs::remove_dir(&dir).unwrap();
+        }
+    }
+}

@@ -238,17 +238,19 @@ impl Runtime {
         }
     }
 
-    /// The cgroup parent of a pod's containers: kubelet's, or `/crius/<pod id>` (owned,
-    /// and removed with the pod) when kubelet gave none.
+    /// The cgroup path of a pod's containers' parent: kubelet's (a slice name expanded to
+    /// its nested slice directories with the systemd driver; a bad one is
+    /// InvalidArgument), or `/crius/<pod id>` (owned, and removed with the pod) when
+    /// kubelet gave none, whatever the driver.
     pub(crate) fn pod_cgroup_parent(
         &self,
         config: &crate::pod::config::PodConfig,
         id: &str,
-    ) -> String {
+    ) -> Result<String> {
         if config.cgroup_parent.is_empty() {
-            format!("/crius/{id}")
+            Ok(format!("/crius/{id}"))
         } else {
-            config.cgroup_parent.clone()
+            self.cgroup_driver.pod_cgroup(&config.cgroup_parent)
         }
     }
 

@@ -17,8 +17,9 @@
 //!
 //! **Refuses**: async (no tokio: the caller is the single-threaded per-pod monitor;
 //! never call the built-in runtime from a multi-threaded process), persistence of
-//! container state (the monitor's job), image handling, networking, OCI hooks, the
-//! systemd cgroup driver (not yet), seccomp notify.
+//! container state (the monitor's job), image handling, networking, OCI hooks, systemd's
+//! `slice:prefix:name` cgroupsPath form and transient units (crius-core expands slice
+//! names into plain cgroup paths itself), seccomp notify.
 //!
 //! **Threat model**: the rootfs and the spec's process are untrusted (a hostile image);
 //! the spec itself is trusted (crius-core builds it). A rootfs cannot redirect a mount,

@@ -95,7 +95,11 @@ impl Runtime {
             pod: &self.pod_context(pod),
             defaults: &self.spec_defaults(),
             host_capabilities: &super::caps::host_capabilities(),
-            cgroups_path: format!("{}/crius-{id}", pod.cgroup_parent.trim_end_matches('/')),
+            cgroups_path: format!(
+                "{}/{}",
+                pod.cgroup_parent.trim_end_matches('/'),
+                self.cgroup_driver().container_cgroup_name(&id)
+            ),
         })?;
         if let Some(dir) = log_path.parent() {
             fs::create_dir_all(dir)

@@ -39,6 +39,7 @@ impl Runtime {
 
     fn create_pod(&self, config: &PodConfig, key: PodMetadata) -> Result<String> {
         let id = new_id();
+        let cgroup_parent = self.pod_cgroup_parent(config, &id)?;
         let mut rollback = Rollback::default();
         let dir = self.pod_dir(&id);
         fs::DirBuilder::new()
@@ -103,7 +104,7 @@ impl Runtime {
                 host_ipc: config.host_ipc,
                 share_pid: config.share_pid,
             },
-            cgroup_parent: self.pod_cgroup_parent(config, &id),
+            cgroup_parent,
             monitor_socket: monitor_config.socket_path(),
             spec: super::status::stored_spec(config),
         };
