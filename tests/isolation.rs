@@ -384,3 +384,72 @@ async fn the_systemd_driver_expands_slice_parents_and_names_container_scopes() {
         }
     }
 }
+
+/// Unmounts (lazily) what the test mounted on the host, even when it fails.
+struct HostMount(std::path::PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn cri_devices_and_recursive_read_only_mounts_reach_the_container() {
+    let Some(mut s) = setup("iso-dev-rro").await else {
+        return;
+    };
+    let src = s.layout.scratch.path().join("rro-src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(src.join("sub"))
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _submount = HostMount(src.join("sub"));
+
+    let (pod, sandbox) = run_pod(&mut s, "devrro").await;
+    let mut cfg = container_config(&s.image, "devrro", &["/bin/sleep", "60"]);
+    cfg.devices = vec![api::Device {
+        container_path: "/dev/mynull".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    }];
+    cfg.mounts = vec![
+        api::Mount {
+            container_path: "/rro".into(),
+            host_path: src.display().to_string(),
+            readonly: true,
+            recursive_read_only: true,
+            ..Default::default()
+        },
+        api::Mount {
+            container_path: "/ro".into(),
+            host_path: src.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+    ];
+    let id = run_container(&mut s, &pod, &sandbox, cfg).await;
+    let script = "stat -c '%t:%T %F' /dev/mynull; echo x > /dev/mynull && echo MYNULL-OK; \
+                  for d in /rro/sub /ro/sub; do \
+                    (touch $d/probe) 2>/dev/null && echo $d WRITABLE || echo $d READONLY; done";
+    let (code, out, err) = exec(&mut s.client, &id, &["/bin/sh", "-c", script]).await;
+    assert_eq!(code, 0, "{out} {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "1:3 character special file",
+            "MYNULL-OK",
+            "/rro/sub READONLY",
+            "/ro/sub WRITABLE"
+        ],
+        "{err}"
+    );
+    remove_pod(&mut s.client, &pod).await;
+}
