@@ -220,12 +220,20 @@ fn v2_device_rules_are_enforced_by_a_bpf_program() {
     let cg = CgroupManager::v2_at(mount, Path::new(&name)).unwrap();
     let _cleanup = Cleanup(cg.clone());
     cg.create().unwrap();
-    let deny_all = resources(serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]}));
-    let rules = crius_oci::cgroup::device_rules(Some(&deny_all), &[]);
+    // Rules apply in order: fuse allowed, then its write access taken away again.
+    let spec_rules = resources(serde_json::json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"},
+        {"allow": false, "type": "c", "major": 10, "minor": 229, "access": "w"}
+    ]}));
+    let rules = crius_oci::cgroup::device_rules(Some(&spec_rules), &[]);
     let mut with_rules = LinuxResources::default();
     with_rules.set_devices(Some(rules));
     cg.apply(&with_rules).unwrap();
-    let script = "read x; (echo x > /dev/null) && echo NULL-OK; (exec 3</dev/console) 2>/dev/null && echo CONSOLE-OPENED || echo CONSOLE-DENIED";
+    let script = "read x; (echo x > /dev/null) && echo NULL-OK; \
+        (exec 3</dev/console) 2>/dev/null && echo CONSOLE-OPENED || echo CONSOLE-DENIED; \
+        (exec 3</dev/fuse) 2>/dev/null && echo FUSE-READ-OK || echo FUSE-READ-DENIED; \
+        (exec 3<>/dev/fuse) 2>/dev/null && echo FUSE-RW-OK || echo FUSE-RW-DENIED";
     let mut child = Command::new("/bin/busybox")
         .args(["sh", "-c", script])
         .stdin(std::process::Stdio::piped())
@@ -245,6 +253,11 @@ fn v2_device_rules_are_enforced_by_a_bpf_program() {
     cg.delete().unwrap();
     assert_eq!(
         out.split_whitespace().collect::<Vec<_>>(),
-        ["NULL-OK", "CONSOLE-DENIED"]
+        [
+            "NULL-OK",
+            "CONSOLE-DENIED",
+            "FUSE-READ-OK",
+            "FUSE-RW-DENIED"
+        ]
     );
 }

@@ -6,7 +6,10 @@
 //! Program shape: load type, access, major and minor from `struct bpf_cgroup_dev_ctx`,
 //! then one block per rule, **last rule first** (a later rule overrides an earlier one, as
 //! with v1's files); a matching block returns 1 (allow) or 0 (deny); nothing matched
-//! returns 0.
+//! returns 0. An allow matches a request whose every access bit it grants; a deny matches
+//! a request holding any of its bits. Known gap: access granted piecewise by several
+//! allow rules of one device (`r` then `w`) does not add up for a read-write open, as it
+//! would with v1's files; write one `rw` rule instead.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -33,6 +36,7 @@ const ALU64_MOV_K: u8 = 0xb7;
 const ALU64_MOV_X: u8 = 0xbf;
 const JMP_JNE_K: u8 = 0x55;
 const JMP_JNE_X: u8 = 0x5d;
+const JMP_JEQ_K: u8 = 0x15;
 const JMP_EXIT: u8 = 0x95;
 
 const R0: u8 = 0;
@@ -90,10 +94,16 @@ fn rule_block(rule: &LinuxDeviceCgroup) -> Vec<Insn> {
     }
     let access = access_mask(rule.access().as_deref());
     if access != 0b111 {
-        // match only if every requested access bit is granted by the rule
         block.push(insn(ALU64_MOV_X, R1, R3, 0, 0));
         block.push(insn(ALU32_AND_K, R1, 0, 0, access));
-        block.push(insn(JMP_JNE_X, R1, R3, -1, 0));
+        if rule.allow() {
+            // an allow matches only if it grants every requested access bit
+            block.push(insn(JMP_JNE_X, R1, R3, -1, 0));
+        } else {
+            // a deny matches if it names any requested bit (as v1's devices.deny takes
+            // that access away: a read-write open of a device denied "w" fails)
+            block.push(insn(JMP_JEQ_K, R1, 0, -1, 0));
+        }
     }
     for (reg, value) in [(R4, rule.major()), (R5, rule.minor())] {
         if let Some(v) = value
@@ -274,6 +284,19 @@ mod tests {
         assert_eq!(first[0].off, 7, "type mismatch skips the rest of the block");
         assert_eq!(first[6], insn(ALU64_MOV_K, R0, 0, 0, 1));
         assert_eq!(prog[14], insn(ALU64_MOV_K, R0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_partial_deny_matches_any_request_that_includes_its_access() {
+        let deny_w = rule(
+            serde_json::json!({"allow": false, "type": "c", "major": 10, "minor": 229, "access": "w"}),
+        );
+        let block = rule_block(&deny_w);
+        assert_eq!(block[3], insn(JMP_JEQ_K, R1, 0, 4, 0), "{block:?}");
+        let allow_r = rule(
+            serde_json::json!({"allow": true, "type": "c", "major": 10, "minor": 229, "access": "r"}),
+        );
+        assert_eq!(rule_block(&allow_r)[3].code, JMP_JNE_X);
     }
 
     #[test]
