@@ -224,6 +224,73 @@ async fn containers_of_a_pod_share_its_namespaces() {
         host_net.to_string_lossy(),
         "the pod runs in the host network namespace"
     );
+
+    // One /dev/shm per pod: what one container puts there (POSIX shm lives there) the
+    // other sees, and it is the pod's tmpfs, not the host's.
+    let sh = |id: &String, script: &str| api::ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        timeout: 10,
+    };
+    let wrote = s
+        .client
+        .runtime
+        .exec_sync(sh(&ids[0], "echo shared-by-pod > /dev/shm/crius-probe"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        wrote.exit_code,
+        0,
+        "{}",
+        String::from_utf8_lossy(&wrote.stderr)
+    );
+    let read = s
+        .client
+        .runtime
+        .exec_sync(sh(
+            &ids[1],
+            "cat /dev/shm/crius-probe; grep ' /dev/shm ' /proc/mounts",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let text = String::from_utf8_lossy(&read.stdout);
+    assert_eq!(
+        read.exit_code,
+        0,
+        "{text} {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert!(text.starts_with("shared-by-pod\n"), "{text}");
+    assert!(
+        text.contains("tmpfs") && text.contains("size=65536k"),
+        "{text}"
+    );
+    assert!(
+        !std::path::Path::new("/dev/shm/crius-probe").exists(),
+        "the container wrote into the host's /dev/shm"
+    );
+    let pod_shm = s.layout.state.join("pods").join(&pod).join("shm");
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(pod_shm.to_str().unwrap()))
+    };
+    assert!(
+        mounted(),
+        "the pod's shm is not mounted at {}",
+        pod_shm.display()
+    );
+    s.client
+        .runtime
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(!mounted(), "a stopped pod keeps its shm mounted");
     s.client
         .runtime
         .remove_pod_sandbox(api::RemovePodSandboxRequest {

@@ -191,7 +191,11 @@ impl Runtime {
             resolv_conf: Some(dir.join("resolv.conf")),
             hostname_file: Some(dir.join("hostname")),
             hosts_file: Some(dir.join("hosts")),
-            shm: None,
+            shm: if ns.host_ipc {
+                None
+            } else {
+                crate::pod::shm::pod_shm(&dir)
+            },
             privileged: pod
                 .spec
                 .get("privileged")

@@ -12,6 +12,7 @@ pub mod config;
 mod files;
 pub(crate) mod remove;
 mod run;
+pub(crate) mod shm;
 pub(crate) mod status;
 mod stop;
 pub mod sysctl;

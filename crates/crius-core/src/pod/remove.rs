@@ -56,6 +56,7 @@ pub(crate) fn shutdown_monitor(dir: &Path, pid: Option<i32>) -> Result<()> {
         }
     }
     release_pins(dir);
+    super::shm::unmount_pod_shm(dir)?;
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

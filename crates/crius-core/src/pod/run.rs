@@ -56,6 +56,13 @@ impl Runtime {
         PodFiles::in_dir(&dir)
             .write(&resolv_conf(config)?, &hostname)
             .map_err(|e| Error::io(format!("write pod files in {}", dir.display()), e))?;
+        if !config.host_ipc {
+            super::shm::mount_pod_shm(&dir)?;
+            let shm_dir = dir.clone();
+            rollback.push("unmount pod shm", move || {
+                super::shm::unmount_pod_shm(&shm_dir).map_err(|e| e.to_string())
+            });
+        }
 
         let monitor_config = MonitorPodConfig {
             pod_id: id.clone(),

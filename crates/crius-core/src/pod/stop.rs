@@ -16,6 +16,8 @@ impl Runtime {
         };
         self.stop_pod_containers(&record)?;
         self.detach_network(&record)?;
+        // Nothing runs in the pod any more: free the memory its /dev/shm holds.
+        super::shm::unmount_pod_shm(&self.pod_dir(&record.id))?;
         if record.state == PodState::Ready {
             record.state = PodState::NotReady;
             let txn = self.store().write()?;
