@@ -84,9 +84,20 @@ pub(crate) async fn status(
 ) -> Result<api::ContainerStatusResponse, CriError> {
     let rt = rt.clone();
     let id = r.container_id;
-    let c = blocking(move || rt.container_status(&id).map_err(CriError::from)).await?;
-    let info = if r.verbose {
-        let info = serde_json::json!({ "pid": c.pid, "runtimeSpec": c.spec });
+    let verbose = r.verbose;
+    let (c, spec) = blocking(move || {
+        let c = rt.container_status(&id)?;
+        // The OCI spec is read only for verbose callers: it is large (seccomp profile).
+        let spec = if verbose {
+            rt.container_spec(&c.id)?
+        } else {
+            serde_json::Value::Null
+        };
+        Ok::<_, CriError>((c, spec))
+    })
+    .await?;
+    let info = if verbose {
+        let info = serde_json::json!({ "pid": c.pid, "runtimeSpec": spec });
         std::collections::HashMap::from([("info".to_string(), info.to_string())])
     } else {
         Default::default()
@@ -107,7 +118,7 @@ pub(crate) async fn list(
         .unwrap_or_default();
     let rt = rt.clone();
     let list = blocking(move || rt.list_containers(&filter).map_err(CriError::from)).await?;
-    Ok(list.iter().map(container).collect())
+    Ok(list.into_iter().map(container).collect())
 }
 
 fn container_filter(f: api::ContainerFilter) -> Result<ContainerFilter, CriError> {
@@ -151,7 +162,9 @@ fn image_spec(c: &ContainerStatus) -> api::ImageSpec {
     }
 }
 
-fn container(c: &ContainerStatus) -> api::Container {
+fn container(c: ContainerStatus) -> api::Container {
+    let image = image_spec(&c);
+    let state = state(&c);
     api::Container {
         id: c.id.clone(),
         pod_sandbox_id: c.pod_id.clone(),
@@ -159,27 +172,18 @@ fn container(c: &ContainerStatus) -> api::Container {
             name: c.name.clone(),
             attempt: c.attempt,
         }),
-        image: Some(image_spec(c)),
-        image_ref: c.image_ref.clone(),
-        state: state(c),
-        created_at: c.created_at_ns,
-        labels: c.labels.clone().into_iter().collect(),
-        annotations: c.annotations.clone().into_iter().collect(),
+        image: Some(image),
         image_id: c.image_ref.clone(),
+        image_ref: c.image_ref,
+        state,
+        created_at: c.created_at_ns,
+        labels: c.labels.into_iter().collect(),
+        annotations: c.annotations.into_iter().collect(),
     }
 }
 
 pub(crate) fn container_status(c: &ContainerStatus) -> api::ContainerStatus {
-    let user = c.spec.pointer("/process/user");
-    let id = |key: &str| {
-        user.and_then(|u| u.get(key))
-            .and_then(serde_json::Value::as_i64)
-            .unwrap_or(0)
-    };
-    let groups = user
-        .and_then(|u| u.get("additionalGids"))
-        .and_then(|g| serde_json::from_value::<Vec<i64>>(g.clone()).ok())
-        .unwrap_or_default();
+    let user = c.user().unwrap_or_default();
     api::ContainerStatus {
         id: c.id.clone(),
         metadata: Some(api::ContainerMetadata {
@@ -206,9 +210,9 @@ pub(crate) fn container_status(c: &ContainerStatus) -> api::ContainerStatus {
         image_id: c.image_ref.clone(),
         user: Some(api::ContainerUser {
             linux: Some(api::LinuxContainerUser {
-                uid: id("uid"),
-                gid: id("gid"),
-                supplemental_groups: groups,
+                uid: user.uid,
+                gid: user.gid,
+                supplemental_groups: user.supplemental_groups,
             }),
         }),
         stop_signal: 0,

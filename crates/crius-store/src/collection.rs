@@ -27,6 +27,9 @@ pub(crate) const POD_CONTAINERS: &str = "pod_containers";
 pub(crate) const IMAGE_TAGS: &str = "image_tags";
 pub(crate) const IMAGE_DIGESTS: &str = "image_digests";
 pub(crate) const SETTINGS: &str = "settings";
+/// Container id → the container's OCI spec (JSON), apart from the record so that reading
+/// a record never decodes it.
+pub(crate) const CONTAINER_SPECS: &str = "container_specs";
 
 /// A record type with its own table. Implemented for the four record types of this
 /// crate only.
@@ -56,6 +59,10 @@ pub(crate) mod sealed {
         /// Checks nothing refers to the record with this id.
         fn check_unreferenced(_id: &str, _txn: &Txn<'_>) -> Result<()> {
             Ok(())
+        }
+        /// Tables holding a row under the record's id that is removed with the record.
+        fn owned_tables() -> &'static [&'static str] {
+            &[]
         }
     }
 }
@@ -92,19 +99,24 @@ fn get_in(
     Ok(table.get(key)?.map(|v| v.value().to_vec()))
 }
 
-fn scan_in(
+/// Calls `f` on every entry of `table` whose key starts with `prefix`, in key order,
+/// with the bytes as stored (no copy per row).
+fn visit_in(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     prefix: &str,
-) -> Result<Vec<(String, Vec<u8>)>, redb::StorageError> {
-    let mut out = Vec::new();
-    for entry in table.range(prefix..)? {
-        let (k, v) = entry?;
+    path: &Path,
+    name: &'static str,
+    f: &mut dyn FnMut(&str, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let scan_err = |e: redb::StorageError| db_err(path, format!("scan table {name}"))(e);
+    for entry in table.range(prefix..).map_err(scan_err)? {
+        let (k, v) = entry.map_err(scan_err)?;
         if !k.value().starts_with(prefix) {
             break;
         }
-        out.push((k.value().to_owned(), v.value().to_vec()));
+        f(k.value(), v.value())?;
     }
-    Ok(out)
+    Ok(())
 }
 
 impl<'t> Txn<'t> {
@@ -116,26 +128,52 @@ impl<'t> Txn<'t> {
 
     /// Reads one raw value.
     pub(crate) fn get(&self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>> {
-        let open = db_err(self.path(), format!("open table {table}"));
-        let read = db_err(self.path(), format!("read {key:?} from table {table}"));
+        // The error contexts are built only on error: this runs for every record read.
+        let path = self.path();
+        let open = |e: redb::TableError| db_err(path, format!("open table {table}"))(e);
+        let read =
+            |e: redb::StorageError| db_err(path, format!("read {key:?} from table {table}"))(e);
         match self {
             Txn::Read(t, _) => get_in(&t.open_table(def(table)).map_err(open)?, key).map_err(read),
             Txn::Write(t, _) => get_in(&t.open_table(def(table)).map_err(open)?, key).map_err(read),
         }
     }
 
+    /// Calls `f` on every entry whose key starts with `prefix`, in key order.
+    pub(crate) fn visit(
+        &self,
+        table: &'static str,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.path();
+        let open = |e: redb::TableError| db_err(path, format!("open table {table}"))(e);
+        match self {
+            Txn::Read(t, _) => visit_in(
+                &t.open_table(def(table)).map_err(open)?,
+                prefix,
+                path,
+                table,
+                f,
+            ),
+            Txn::Write(t, _) => visit_in(
+                &t.open_table(def(table)).map_err(open)?,
+                prefix,
+                path,
+                table,
+                f,
+            ),
+        }
+    }
+
     /// Reads every entry whose key starts with `prefix`, in key order.
     pub(crate) fn scan(&self, table: &'static str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let open = db_err(self.path(), format!("open table {table}"));
-        let read = db_err(self.path(), format!("scan table {table}"));
-        match self {
-            Txn::Read(t, _) => {
-                scan_in(&t.open_table(def(table)).map_err(open)?, prefix).map_err(read)
-            }
-            Txn::Write(t, _) => {
-                scan_in(&t.open_table(def(table)).map_err(open)?, prefix).map_err(read)
-            }
-        }
+        let mut out = Vec::new();
+        self.visit(table, prefix, &mut |k, v| {
+            out.push((k.to_owned(), v.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Reads and decodes one value.
@@ -252,11 +290,13 @@ impl<R: Record> Collection<'_, R> {
     /// Every record, in id order.
     pub fn list(&self) -> Result<Vec<R>> {
         let path = self.txn.path();
-        self.txn
-            .scan(R::TABLE, "")?
-            .into_iter()
-            .map(|(key, bytes)| decode(path, R::TABLE, &key, &bytes))
-            .collect()
+        let mut out = Vec::new();
+        // Decoded straight from the stored bytes: no copy of each row first.
+        self.txn.visit(R::TABLE, "", &mut |key, bytes| {
+            out.push(decode(path, R::TABLE, key, bytes)?);
+            Ok(())
+        })?;
+        Ok(out)
     }
 }
 
@@ -306,8 +346,9 @@ impl<R: Record> CollectionMut<'_, R> {
         self.write(record, &old.index_keys())
     }
 
-    /// Removes the record; `false` if it was not there. [`Error::HasChildren`] for a pod
-    /// that still has containers.
+    /// Removes the record, with the rows it owns in other tables (a container's OCI spec);
+    /// `false` if it was not there. [`Error::HasChildren`] for a pod that still has
+    /// containers.
     pub fn remove(&self, id: &str) -> Result<bool> {
         let Some(old) = self.get(id)? else {
             return Ok(false);
@@ -316,6 +357,9 @@ impl<R: Record> CollectionMut<'_, R> {
         let path = self.txn().path();
         for (table, key) in old.index_keys() {
             delete(self.txn, path, table, &key)?;
+        }
+        for table in R::owned_tables() {
+            delete(self.txn, path, table, id)?;
         }
         delete(self.txn, path, R::TABLE, id)
     }
@@ -414,6 +458,9 @@ impl sealed::Schema for ContainerRecord {
                 format!("{}{}", pod_containers_prefix(&self.pod_id), self.id),
             ),
         ]
+    }
+    fn owned_tables() -> &'static [&'static str] {
+        &[CONTAINER_SPECS]
     }
     fn check_refs(&self, txn: &Txn<'_>) -> Result<()> {
         if self.pod_id.contains('\0') || txn.get(PodRecord::TABLE, &self.pod_id)?.is_none() {

@@ -15,6 +15,13 @@
 //! | `pod_containers` | `<pod_id>\0<container_id>` | container id |
 //! | `image_tags`, `image_digests` | repo tag / repo digest | image id (unique) |
 //! | `settings` | key | any JSON value (e.g. the pod CIDR) |
+//! | `container_specs` | container id | the container's OCI spec |
+//!
+//! A container's OCI spec is tens of KiB (its seccomp profile alone), read only by exec,
+//! resource updates and verbose status. It is kept out of the container record so that
+//! listing containers, status and every state change decode only the record; the record
+//! carries a [`SpecSummary`] of the few spec facts those paths need. The spec row is
+//! written with the record ([`WriteTxn::insert_container`]) and removed with it.
 //!
 //! The index tables are written in the same transaction as their records. A second
 //! record with a taken key is refused with [`Error::Reserved`] (kind AlreadyExists)
@@ -53,6 +60,6 @@ pub use collection::{Collection, CollectionMut, Record};
 pub use error::{Error, ErrorKind, Result};
 pub use records::{
     ContainerMetadata, ContainerRecord, ContainerState, ImageRecord, LeaseRecord, NamespaceOptions,
-    PodMetadata, PodRecord, PodState,
+    PodMetadata, PodRecord, PodState, SpecSummary, STOP_SIGNAL_ANNOTATION,
 };
 pub use store::{ReadTxn, Store, WriteTxn, SCHEMA_VERSION};

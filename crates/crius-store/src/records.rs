@@ -129,8 +129,83 @@ pub struct ContainerRecord {
     pub annotations: BTreeMap<String, String>,
     /// The snapshot holding the writable layer.
     pub snapshot_key: String,
-    /// The original container config as JSON, kept opaque for status reporting.
-    pub spec: serde_json::Value,
+    /// The few facts of the OCI spec that status, stats, stop and cleanup read. The spec
+    /// itself lives in its own table (see [`crate::WriteTxn::insert_container`]).
+    pub spec_summary: SpecSummary,
+}
+
+/// The annotation of a container's OCI spec naming the signal that stops it (the image's
+/// `StopSignal`).
+pub const STOP_SIGNAL_ANNOTATION: &str = "io.crius.stop-signal";
+
+/// What status, stats, stop and cleanup need of a container's OCI spec, kept in the
+/// container record. The spec itself (tens of KiB: it carries the seccomp profile) is
+/// stored apart, so that listing, status and every state change decode only this.
+///
+/// The JSON fragments are the spec's own, unchanged (OCI runtime-spec field names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SpecSummary {
+    /// `linux.cgroupsPath`.
+    pub cgroups_path: String,
+    /// The [`STOP_SIGNAL_ANNOTATION`]; empty when the image names none.
+    pub stop_signal: String,
+    /// `process.oomScoreAdj`.
+    pub oom_score_adj: Option<i64>,
+    /// `process.user` (`uid`, `gid`, `additionalGids`, ...); null when absent.
+    pub user: serde_json::Value,
+    /// `linux.resources` without its device rules (the limits); null when absent.
+    pub resources: serde_json::Value,
+    /// The entries of `mounts` of type `bind`.
+    pub bind_mounts: Vec<serde_json::Value>,
+}
+
+impl SpecSummary {
+    /// The summary of an OCI spec given as JSON; a field the spec lacks stays empty.
+    pub fn of(spec: &serde_json::Value) -> SpecSummary {
+        let text = |pointer: &str| {
+            spec.pointer(pointer)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let fragment = |pointer: &str| {
+            spec.pointer(pointer)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null)
+        };
+        let mut resources = fragment("/linux/resources");
+        if let Some(r) = resources.as_object_mut() {
+            // The device rules are the long part and no reader of the summary needs them.
+            r.remove("devices");
+        }
+        let bind_mounts = spec
+            .get("mounts")
+            .and_then(serde_json::Value::as_array)
+            .map(|mounts| {
+                mounts
+                    .iter()
+                    .filter(|m| m.get("type").and_then(serde_json::Value::as_str) == Some("bind"))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        SpecSummary {
+            cgroups_path: text("/linux/cgroupsPath"),
+            stop_signal: spec
+                .get("annotations")
+                .and_then(|a| a.get(STOP_SIGNAL_ANNOTATION))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            oom_score_adj: spec
+                .pointer("/process/oomScoreAdj")
+                .and_then(serde_json::Value::as_i64),
+            user: fragment("/process/user"),
+            resources,
+            bind_mounts,
+        }
+    }
 }
 
 /// CRI `ContainerMetadata`.
@@ -215,6 +290,34 @@ mod tests {
         assert_eq!(pod.id, "p");
         assert_eq!(pod.state, PodState::Ready);
         assert_eq!(pod.metadata, PodMetadata::default());
+    }
+
+    #[test]
+    fn spec_summary_keeps_what_status_and_stop_read() {
+        let spec = serde_json::json!({
+            "process": {"user": {"uid": 1000, "gid": 1000, "additionalGids": [5]},
+                        "oomScoreAdj": 500, "args": ["sleep"]},
+            "linux": {"cgroupsPath": "/kubepods/c1",
+                      "resources": {"memory": {"limit": 1024},
+                                    "devices": [{"allow": false, "access": "rwm"}]},
+                      "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": []}},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                       {"destination": "/data", "type": "bind", "source": "/srv",
+                        "options": ["rbind", "ro"]}],
+            "annotations": {"io.crius.stop-signal": "SIGQUIT", "other": "x"},
+        });
+        let s = SpecSummary::of(&spec);
+        assert_eq!(s.cgroups_path, "/kubepods/c1");
+        assert_eq!(s.stop_signal, "SIGQUIT");
+        assert_eq!(s.oom_score_adj, Some(500));
+        assert_eq!(s.user["uid"], 1000);
+        assert_eq!(s.resources, serde_json::json!({"memory": {"limit": 1024}}));
+        assert_eq!(s.bind_mounts.len(), 1);
+        assert_eq!(s.bind_mounts[0]["destination"], "/data");
+        assert_eq!(
+            SpecSummary::of(&serde_json::Value::Null),
+            SpecSummary::default()
+        );
     }
 
     #[test]

@@ -12,16 +12,21 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::collection::{
-    self, db_err, def, Collection, CollectionMut, Record, Txn, CONTAINER_NAMES, IMAGE_DIGESTS,
-    IMAGE_TAGS, POD_CONTAINERS, POD_NAMES, SETTINGS,
+    self, db_err, def, Collection, CollectionMut, Record, Txn, CONTAINER_NAMES, CONTAINER_SPECS,
+    IMAGE_DIGESTS, IMAGE_TAGS, POD_CONTAINERS, POD_NAMES, SETTINGS,
 };
 use crate::error::{Error, Result};
 use crate::records::{
     ContainerMetadata, ContainerRecord, ImageRecord, LeaseRecord, PodMetadata, PodRecord,
+    SpecSummary,
 };
 
-/// The schema version this build writes. Version 1 is the first.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The schema version this build writes.
+///
+/// 1. The first.
+/// 2. A container's OCI spec moves out of its record into `container_specs`; the record
+///    keeps a [`SpecSummary`].
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: &str = "meta";
 const SCHEMA_KEY: &str = "schema_version";
@@ -39,6 +44,7 @@ const TABLES: &[&str] = &[
     IMAGE_TAGS,
     IMAGE_DIGESTS,
     SETTINGS,
+    CONTAINER_SPECS,
 ];
 
 /// The metadata store: one redb file. Cheap to clone; clones share the database.
@@ -147,6 +153,13 @@ impl Store {
                 ));
             }
         }
+        for (id, _) in t.scan(CONTAINER_SPECS, "")? {
+            if t.get(ContainerRecord::TABLE, &id)?.is_none() {
+                problems.push(format!(
+                    "table {CONTAINER_SPECS} entry {id:?} has no container"
+                ));
+            }
+        }
         Ok(problems)
     }
 
@@ -180,11 +193,67 @@ impl Store {
 }
 
 /// Migrates the schema from `from` to the next version inside `txn`, returning the new
-/// version. Add one arm per schema change; version 1 is the first, so none exist yet.
+/// version. One arm per schema change.
+///
+/// Every migration runs in the one transaction of [`Store::init_schema`], together with
+/// the new version number: a crash or `kill -9` at any point leaves the file at the old
+/// version, untouched, and the next open migrates it again from the start.
 fn migrate(txn: &WriteTxn, from: u64) -> Result<u64> {
-    Err(Error::SchemaUnknown {
-        path: txn.path.to_path_buf(),
-        found: from,
+    match from {
+        1 => {
+            move_container_specs(txn)?;
+            Ok(2)
+        }
+        _ => Err(Error::SchemaUnknown {
+            path: txn.path.to_path_buf(),
+            found: from,
+        }),
+    }
+}
+
+/// Version 1 → 2: each container record's `spec` moves to [`CONTAINER_SPECS`] and the
+/// record gets its [`SpecSummary`]. Records are rewritten as JSON maps, so fields this
+/// build does not know are kept; a record that is not a JSON object is left as it was (it
+/// reads as a decode error either way, and `crius fsck` reports it).
+fn move_container_specs(txn: &WriteTxn) -> Result<()> {
+    let path = &txn.path;
+    let table = ContainerRecord::TABLE;
+    for (id, bytes) in txn.raw().scan(table, "")? {
+        let Ok(serde_json::Value::Object(mut record)) = serde_json::from_slice(&bytes) else {
+            continue;
+        };
+        let spec = record.remove("spec").unwrap_or(serde_json::Value::Null);
+        if !spec.is_null() {
+            collection::put(
+                &txn.txn,
+                path,
+                CONTAINER_SPECS,
+                &id,
+                &encode_spec(&id, &spec)?,
+            )?;
+        }
+        let summary =
+            serde_json::to_value(SpecSummary::of(&spec)).map_err(|error| Error::Encode {
+                kind: ContainerRecord::KIND,
+                id: id.clone(),
+                error,
+            })?;
+        record.insert("spec_summary".to_owned(), summary);
+        let bytes = serde_json::to_vec(&record).map_err(|error| Error::Encode {
+            kind: ContainerRecord::KIND,
+            id: id.clone(),
+            error,
+        })?;
+        collection::put(&txn.txn, path, table, &id, &bytes)?;
+    }
+    Ok(())
+}
+
+fn encode_spec(id: &str, spec: &serde_json::Value) -> Result<Vec<u8>> {
+    serde_json::to_vec(spec).map_err(|error| Error::Encode {
+        kind: "container spec",
+        id: id.to_owned(),
+        error,
     })
 }
 
@@ -355,6 +424,28 @@ impl WriteTxn {
         collection::put(&self.txn, &self.path, SETTINGS, key, &bytes)
     }
 
+    /// Adds container `record` with its OCI `spec`, both in this transaction. The record
+    /// should carry `SpecSummary::of(spec)`; the spec is read back only through
+    /// [`Self::container_spec`], never by listing or reading records. The same errors as
+    /// [`CollectionMut::insert`], checked before anything is written.
+    pub fn insert_container(
+        &self,
+        record: &ContainerRecord,
+        spec: &serde_json::Value,
+    ) -> Result<()> {
+        let bytes = encode_spec(&record.id, spec)?;
+        self.containers().insert(record)?;
+        collection::put(&self.txn, &self.path, CONTAINER_SPECS, &record.id, &bytes)
+    }
+
+    /// Replaces the OCI spec of container `id`, which must exist ([`Error::NotFound`]).
+    /// The caller updates the record's [`SpecSummary`] in the same transaction.
+    pub fn set_container_spec(&self, id: &str, spec: &serde_json::Value) -> Result<()> {
+        self.containers().require(id)?;
+        let bytes = encode_spec(id, spec)?;
+        collection::put(&self.txn, &self.path, CONTAINER_SPECS, id, &bytes)
+    }
+
     /// Removes a setting; `false` if it was not set.
     pub fn remove_setting(&self, key: &str) -> Result<bool> {
         collection::delete(&self.txn, &self.path, SETTINGS, key)
@@ -427,6 +518,11 @@ macro_rules! read_accessors {
             /// The image holding this repo digest (`docker.io/library/busybox@sha256:...`).
             pub fn image_by_digest(&self, repo_digest: &str) -> Result<Option<ImageRecord>> {
                 self.by_index(IMAGE_DIGESTS, repo_digest)
+            }
+            /// The OCI spec of container `id`; `None` when the container (or its spec) is
+            /// absent. The only read of the spec table: lists and records never touch it.
+            pub fn container_spec(&self, id: &str) -> Result<Option<serde_json::Value>> {
+                self.raw().get_json(CONTAINER_SPECS, id)
             }
             /// A setting, decoded from JSON.
             pub fn setting<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
@@ -760,7 +856,8 @@ mod tests {
         write_schema_version(&path, SCHEMA_VERSION + 1);
         let err = Store::open(&path).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
-        assert!(err.to_string().contains("schema version 2"), "{err}");
+        let found = format!("schema version {}", SCHEMA_VERSION + 1);
+        assert!(err.to_string().contains(&found), "{err}");
         // Refusal must not have touched the file.
         write_schema_version(&path, SCHEMA_VERSION);
         let store = Store::open(&path).unwrap();
@@ -785,6 +882,262 @@ mod tests {
         let err = t.pods().get("bad").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Internal);
         assert!(err.to_string().contains("pods"), "{err}");
+    }
+
+    fn spec() -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.2.0",
+            "process": {"args": ["sleep", "1"], "user": {"uid": 7, "gid": 8}},
+            "linux": {"cgroupsPath": "/crius/c1",
+                      "seccomp": {"defaultAction": "SCMP_ACT_ERRNO",
+                                  "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]}},
+            "annotations": {"io.crius.stop-signal": "SIGUSR1"},
+        })
+    }
+
+    fn container_with_spec(id: &str, pod_id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            spec_summary: SpecSummary::of(&spec()),
+            ..container(id, pod_id, name)
+        }
+    }
+
+    #[test]
+    fn container_spec_is_stored_apart_and_read_back_equal() {
+        let (dir, store) = temp_store();
+        store
+            .update(|t| {
+                t.pods().insert(&pod("p1", "a"))?;
+                t.insert_container(&container_with_spec("c1", "p1", "app"), &spec())
+            })
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path().join("state/meta.redb")).unwrap();
+        let r = store.read().unwrap();
+        assert_eq!(r.container_spec("c1").unwrap(), Some(spec()));
+        assert_eq!(r.container_spec("c2").unwrap(), None);
+        let c = r.containers().require("c1").unwrap();
+        assert_eq!(c.spec_summary.cgroups_path, "/crius/c1");
+        assert_eq!(c.spec_summary.stop_signal, "SIGUSR1");
+        let raw = r.raw().get(ContainerRecord::TABLE, "c1").unwrap().unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        assert!(!raw.contains("seccomp"), "the record holds the spec: {raw}");
+        assert!(store.check_consistency().unwrap().is_empty());
+    }
+
+    #[test]
+    fn lists_and_record_reads_never_decode_the_spec() {
+        let (_dir, store) = temp_store();
+        store
+            .update(|t| {
+                t.pods().insert(&pod("p1", "a"))?;
+                t.insert_container(&container_with_spec("c1", "p1", "app"), &spec())?;
+                // Bytes no JSON decoder accepts: any read of the spec fails on them.
+                collection::put(&t.txn, &t.path, CONTAINER_SPECS, "c1", b"{not json")
+            })
+            .unwrap();
+        let r = store.read().unwrap();
+        assert_eq!(r.containers().list().unwrap().len(), 1);
+        assert_eq!(r.containers().require("c1").unwrap().id, "c1");
+        assert_eq!(r.containers_of_pod("p1").unwrap().len(), 1);
+        let err = r.container_spec("c1").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        assert!(err.to_string().contains(CONTAINER_SPECS), "{err}");
+    }
+
+    #[test]
+    fn container_spec_is_created_and_removed_with_its_record() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        t.pods().insert(&pod("p1", "a")).unwrap();
+        // A refused insert writes no spec either.
+        let err = t
+            .insert_container(&container_with_spec("c1", "nope", "app"), &spec())
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert_eq!(t.container_spec("c1").unwrap(), None);
+        t.insert_container(&container_with_spec("c1", "p1", "app"), &spec())
+            .unwrap();
+        t.commit().unwrap();
+
+        // A removal not committed keeps both; a committed one drops both at once.
+        let t = store.write().unwrap();
+        assert!(t.containers().remove("c1").unwrap());
+        assert_eq!(t.container_spec("c1").unwrap(), None);
+        drop(t);
+        assert_eq!(
+            store.read().unwrap().container_spec("c1").unwrap(),
+            Some(spec())
+        );
+        store.update(|t| t.containers().remove("c1")).unwrap();
+        let r = store.read().unwrap();
+        assert_eq!(r.containers().get("c1").unwrap(), None);
+        assert_eq!(r.container_spec("c1").unwrap(), None);
+        assert!(store.check_consistency().unwrap().is_empty());
+    }
+
+    #[test]
+    fn set_container_spec_needs_the_container() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        let err = t.set_container_spec("c1", &spec()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        t.pods().insert(&pod("p1", "a")).unwrap();
+        t.insert_container(&container_with_spec("c1", "p1", "app"), &spec())
+            .unwrap();
+        let mut changed = spec();
+        changed["linux"]["resources"] = serde_json::json!({"memory": {"limit": 4096}});
+        t.set_container_spec("c1", &changed).unwrap();
+        assert_eq!(t.container_spec("c1").unwrap(), Some(changed));
+    }
+
+    #[test]
+    fn consistency_check_reports_a_spec_without_container() {
+        let (_dir, store) = temp_store();
+        let t = store.write().unwrap();
+        collection::put(&t.txn, &t.path, CONTAINER_SPECS, "ghost", b"{}").unwrap();
+        t.commit().unwrap();
+        let problems = store.check_consistency().unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("ghost"), "{problems:?}");
+    }
+
+    /// A container record as schema version 1 stored it: the whole OCI spec inside.
+    #[derive(serde::Serialize)]
+    struct ContainerRecordV1 {
+        id: String,
+        pod_id: String,
+        metadata: ContainerMetadata,
+        state: ContainerState,
+        pid: Option<u32>,
+        log_path: String,
+        snapshot_key: String,
+        spec: serde_json::Value,
+        /// A field of a newer crius than the migration knows: it must survive.
+        future_field: u32,
+    }
+
+    /// Writes a schema-1 store at `path` holding pod p1 with container c1 (spec [`spec`])
+    /// and container c2 (no spec), as crius 0.1 before the spec table wrote it.
+    fn write_v1_store(path: &Path) {
+        let store = Store::open(path).unwrap();
+        store
+            .update(|t| {
+                t.pods().insert(&pod("p1", "a"))?;
+                for (id, name, spec) in [("c1", "app", spec()), ("c2", "side", Value::Null)] {
+                    t.containers().insert(&container(id, "p1", name))?;
+                    let old = ContainerRecordV1 {
+                        id: id.into(),
+                        pod_id: "p1".into(),
+                        metadata: ContainerMetadata {
+                            name: name.into(),
+                            attempt: 0,
+                        },
+                        state: ContainerState::Running,
+                        pid: Some(42),
+                        log_path: "app/0.log".into(),
+                        snapshot_key: format!("container-{id}"),
+                        spec,
+                        future_field: 7,
+                    };
+                    let bytes = serde_json::to_vec(&old).unwrap();
+                    collection::put(&t.txn, &t.path, ContainerRecord::TABLE, id, &bytes)?;
+                }
+                t.txn.delete_table(def(CONTAINER_SPECS)).unwrap();
+                let v1 = collection::encode_setting(SCHEMA_KEY, &1u64)?;
+                collection::put(&t.txn, &t.path, META, SCHEMA_KEY, &v1)
+            })
+            .unwrap();
+    }
+
+    use serde_json::Value;
+
+    fn schema_version_of(path: &Path) -> u64 {
+        let db = Database::create(path).unwrap();
+        let t = db.begin_read().unwrap();
+        let table = t.open_table(def(META)).unwrap();
+        let bytes = table.get(SCHEMA_KEY).unwrap().unwrap();
+        serde_json::from_slice(bytes.value()).unwrap()
+    }
+
+    #[test]
+    fn version_1_store_is_migrated_on_open_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        write_v1_store(&path);
+        assert_eq!(schema_version_of(&path), 1);
+
+        let store = Store::open(&path).unwrap();
+        let r = store.read().unwrap();
+        assert_eq!(r.container_spec("c1").unwrap(), Some(spec()));
+        assert_eq!(r.container_spec("c2").unwrap(), None);
+        let c1 = r.containers().require("c1").unwrap();
+        assert_eq!(c1.spec_summary, SpecSummary::of(&spec()));
+        assert_eq!((c1.state, c1.pid), (ContainerState::Running, Some(42)));
+        assert_eq!(c1.log_path, "app/0.log");
+        assert_eq!(
+            r.containers().require("c2").unwrap().spec_summary,
+            SpecSummary::default()
+        );
+        let raw = r.raw().get(ContainerRecord::TABLE, "c1").unwrap().unwrap();
+        let raw: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(raw.get("spec"), None, "spec left in the record: {raw}");
+        assert_eq!(raw["future_field"], 7);
+        let ids: Vec<_> = r
+            .containers_of_pod("p1")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, ["c1", "c2"]);
+        assert!(store.check_consistency().unwrap().is_empty());
+        drop(r);
+        drop(store);
+        assert_eq!(schema_version_of(&path), SCHEMA_VERSION);
+        // A second open finds nothing to migrate and changes nothing.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.read().unwrap().container_spec("c1").unwrap(),
+            Some(spec())
+        );
+    }
+
+    /// Kill safety: the migration, the new table and the version number are one
+    /// transaction, so a crius killed during the migration leaves the file exactly at
+    /// version 1 (redb keeps nothing of an uncommitted transaction; the crash test shows
+    /// it holds for SIGKILL too), and the next open migrates it from the start.
+    #[test]
+    fn interrupted_migration_leaves_the_version_1_store_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        write_v1_store(&path);
+        {
+            let db = Database::create(&path).unwrap();
+            let store = Store {
+                db: Arc::new(db),
+                path: Arc::from(path.as_path()),
+            };
+            let txn = store.write().unwrap();
+            txn.txn.open_table(def(CONTAINER_SPECS)).unwrap();
+            assert_eq!(migrate(&txn, 1).unwrap(), 2);
+            assert_eq!(txn.container_spec("c1").unwrap(), Some(spec()));
+            // Dropped before commit, as a kill would leave it.
+        }
+        assert_eq!(schema_version_of(&path), 1);
+        {
+            let db = Database::create(&path).unwrap();
+            let t = db.begin_read().unwrap();
+            let raw = t.open_table(def(ContainerRecord::TABLE)).unwrap();
+            let raw: Value =
+                serde_json::from_slice(raw.get("c1").unwrap().unwrap().value()).unwrap();
+            assert_eq!(raw["spec"], spec());
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.read().unwrap().container_spec("c1").unwrap(),
+            Some(spec())
+        );
+        assert!(store.check_consistency().unwrap().is_empty());
     }
 
     #[test]

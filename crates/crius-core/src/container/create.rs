@@ -8,7 +8,10 @@ use std::path::{Component, Path, PathBuf};
 
 use crius_monitor::protocol::{CreateContainer, RuntimeChoice};
 use crius_monitor::MonitorClient;
-use crius_store::{ContainerMetadata, ContainerRecord, ContainerState, PodRecord, PodState};
+use crius_store::{
+    ContainerMetadata, ContainerRecord, ContainerState, PodRecord, PodState, SpecSummary,
+    STOP_SIGNAL_ANNOTATION,
+};
 
 use super::config::ContainerConfig;
 use super::spec::{build_spec, ImageConfig, PodContext, SpecInput};
@@ -115,7 +118,7 @@ impl Runtime {
             let annotations = spec
                 .entry("annotations")
                 .or_insert_with(|| serde_json::json!({}));
-            annotations["io.crius.stop-signal"] = serde_json::Value::String(signal.clone());
+            annotations[STOP_SIGNAL_ANNOTATION] = serde_json::Value::String(signal.clone());
         }
         let mut monitor = MonitorClient::connect(&pod.monitor_socket, MONITOR_TIMEOUT)?;
         let pid = monitor.create(CreateContainer {
@@ -155,11 +158,11 @@ impl Runtime {
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
             snapshot_key: format!("container-{id}"),
-            spec: spec_json,
+            spec_summary: SpecSummary::of(&spec_json),
             ..ContainerRecord::default()
         };
         let txn = self.store().write()?;
-        txn.containers().insert(&record)?;
+        txn.insert_container(&record, &spec_json)?;
         txn.commit()?;
         rollback.disarm();
         self.events()

@@ -41,10 +41,10 @@ impl Runtime {
                 record.id, record.state
             )));
         }
-        let mut process: Process = record
-            .spec
-            .get("process")
-            .cloned()
+        // The one read of the spec on this path: the exec runs as the container's process.
+        let spec = self.store().read()?.container_spec(&record.id)?;
+        let mut process: Process = spec
+            .and_then(|mut s| s.get_mut("process").map(serde_json::Value::take))
             .and_then(|p| serde_json::from_value(p).ok())
             .ok_or_else(|| {
                 Error::FailedPrecondition(format!(

@@ -128,12 +128,7 @@ impl Runtime {
 
 /// The signal that asks a container to stop: the image's `StopSignal`, else SIGTERM.
 fn stop_signal(record: &ContainerRecord) -> i32 {
-    record
-        .spec
-        .pointer("/annotations/io.crius.stop-signal")
-        .and_then(serde_json::Value::as_str)
-        .and_then(signal_number)
-        .unwrap_or(SIGTERM)
+    signal_number(&record.spec_summary.stop_signal).unwrap_or(SIGTERM)
 }
 
 /// `SIGQUIT`, `QUIT` or `3` → 3.

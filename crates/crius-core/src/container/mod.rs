@@ -22,4 +22,4 @@ mod watch;
 
 pub use exec::ExecOutput;
 pub use stats::{ContainerStats, LayerUsage, PodStats, LAYER_TTL};
-pub use status::{ContainerFilter, ContainerState, ContainerStatus};
+pub use status::{ContainerFilter, ContainerState, ContainerStatus, ContainerUser};

@@ -160,6 +160,34 @@ impl StatsCache {
     }
 }
 
+/// The sum of `containers` (the running containers of `pod`) as the pod's usage.
+fn pod_sample(pod: PodStatus, containers: Vec<ContainerStats>) -> PodStats {
+    let sum = |f: fn(&ContainerStats) -> u64| containers.iter().map(f).sum::<u64>();
+    let nano_cores = containers
+        .iter()
+        .map(|c| c.cpu_nano_cores)
+        .sum::<Option<u64>>();
+    PodStats {
+        timestamp_ns: now_ns(),
+        cpu_usage_ns: sum(|c| c.cpu_usage_ns),
+        cpu_nano_cores: nano_cores,
+        memory_working_set_bytes: sum(|c| c.memory_working_set_bytes),
+        memory_rss_bytes: sum(|c| c.memory_rss_bytes),
+        page_faults: sum(|c| c.page_faults),
+        major_page_faults: sum(|c| c.major_page_faults),
+        processes: sum(|c| c.processes),
+        oom_events: sum(|c| c.oom_events),
+        id: pod.id,
+        name: pod.name,
+        uid: pod.uid,
+        namespace: pod.namespace,
+        attempt: pod.attempt,
+        labels: pod.labels,
+        annotations: pod.annotations,
+        containers,
+    }
+}
+
 fn sample(usage_ns: u64, timestamp_ns: i64, nano_cores: Option<u64>, seen: Instant) -> CpuSample {
     CpuSample {
         usage_ns,
@@ -185,61 +213,58 @@ impl Runtime {
             state: None,
             ..filter.clone()
         };
-        Ok(self.stats_of(self.list_containers(&filter)?))
+        Ok(self.stats_of(self.stats_targets(&filter)?))
     }
 
     /// The usage of pod `id` (full id or unique prefix).
     pub fn pod_stats(&self, id: &str) -> Result<PodStats> {
         let pod = self.pod_status(id)?;
-        self.stats_of_pod(pod)
+        let filter = ContainerFilter {
+            pod_id: Some(pod.id.clone()),
+            state: Some(ContainerState::Running),
+            ..ContainerFilter::default()
+        };
+        let containers = self.stats_of(self.stats_targets(&filter)?);
+        Ok(pod_sample(pod, containers))
     }
 
-    /// The usage of the pods matching `filter` (its state is ignored).
+    /// The usage of the pods matching `filter` (its state is ignored). The containers are
+    /// read from the store once for all pods, not once per pod.
     pub fn list_pod_stats(&self, filter: &PodFilter) -> Result<Vec<PodStats>> {
         let filter = PodFilter {
             state: None,
             ..filter.clone()
         };
-        self.list_pods(&filter)?
-            .into_iter()
-            .map(|pod| self.stats_of_pod(pod))
-            .collect()
-    }
-
-    fn stats_of_pod(&self, pod: PodStatus) -> Result<PodStats> {
-        let filter = ContainerFilter {
-            pod_id: Some(pod.id.clone()),
+        let pods = self.list_pods(&filter)?;
+        let running = ContainerFilter {
+            state: Some(ContainerState::Running),
             ..ContainerFilter::default()
         };
-        let containers: Vec<ContainerStats> = self
-            .list_container_stats(&filter)?
+        let mut targets = self.stats_targets(&running)?;
+        targets.retain(|c| pods.iter().any(|p| p.id == c.pod_id));
+        let mut by_pod: HashMap<String, Vec<ContainerStats>> = HashMap::new();
+        for stats in self.stats_of(targets) {
+            by_pod.entry(stats.pod_id.clone()).or_default().push(stats);
+        }
+        Ok(pods
             .into_iter()
-            .filter(|c| c.pod_id == pod.id && c.running)
-            .collect();
-        let sum = |f: fn(&ContainerStats) -> u64| containers.iter().map(f).sum::<u64>();
-        let nano_cores = containers
+            .map(|pod| {
+                let containers = by_pod.remove(&pod.id).unwrap_or_default();
+                pod_sample(pod, containers)
+            })
+            .collect())
+    }
+
+    /// The containers matching `filter`, oldest first, with the spec summary stats read
+    /// (the memory limit).
+    fn stats_targets(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
+        let mut list: Vec<ContainerStatus> = self
+            .matching_containers(filter)?
             .iter()
-            .map(|c| c.cpu_nano_cores)
-            .sum::<Option<u64>>();
-        Ok(PodStats {
-            timestamp_ns: now_ns(),
-            cpu_usage_ns: sum(|c| c.cpu_usage_ns),
-            cpu_nano_cores: nano_cores,
-            memory_working_set_bytes: sum(|c| c.memory_working_set_bytes),
-            memory_rss_bytes: sum(|c| c.memory_rss_bytes),
-            page_faults: sum(|c| c.page_faults),
-            major_page_faults: sum(|c| c.major_page_faults),
-            processes: sum(|c| c.processes),
-            oom_events: sum(|c| c.oom_events),
-            id: pod.id,
-            name: pod.name,
-            uid: pod.uid,
-            namespace: pod.namespace,
-            attempt: pod.attempt,
-            labels: pod.labels,
-            annotations: pod.annotations,
-            containers,
-        })
+            .map(super::status::status)
+            .collect();
+        list.sort_by_key(|c| c.created_at_ns);
+        Ok(list)
     }
 
     /// Stats of `containers`, asking each pod's monitor once over one connection.
@@ -286,8 +311,9 @@ impl Runtime {
             None
         };
         let memory_limit_bytes = c
-            .spec
-            .pointer("/linux/resources/memory/limit")
+            .spec_summary
+            .resources
+            .pointer("/memory/limit")
             .and_then(serde_json::Value::as_i64)
             .and_then(|l| u64::try_from(l).ok())
             .filter(|l| *l > 0);

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crius_monitor::protocol::{ContainerState as MonitorState, ContainerStatus as MonitorStatus};
 use crius_monitor::MonitorClient;
-use crius_store::{ContainerRecord, ContainerState as StoredState};
+use crius_store::{ContainerRecord, ContainerState as StoredState, SpecSummary};
 
 use crate::error::{Error, Result};
 use crate::pod::remove::MONITOR_TIMEOUT;
@@ -44,8 +44,17 @@ pub struct ContainerStatus {
     pub log_path: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
-    /// The OCI spec the container runs with, for verbose callers.
-    pub spec: serde_json::Value,
+    /// What [`Self::resources`], [`Self::mounts`] and [`Self::user`] read; empty in lists.
+    /// The full OCI spec is [`Runtime::container_spec`].
+    pub(crate) spec_summary: SpecSummary,
+}
+
+/// The user a container's process runs as.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerUser {
+    pub uid: i64,
+    pub gid: i64,
+    pub supplemental_groups: Vec<i64>,
 }
 
 /// `ListContainers` filter; every set field must match.
@@ -67,37 +76,49 @@ impl Runtime {
     }
 
     /// Containers matching `filter`. States come from the store, which monitor events and
-    /// every status call keep current; no monitor is asked, so listing stays cheap.
+    /// every status call keep current; no monitor is asked and no OCI spec is read, so
+    /// listing stays cheap.
     pub fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
         let mut list: Vec<ContainerStatus> = self
-            .store()
-            .read()?
-            .containers()
-            .list()?
+            .matching_containers(filter)?
             .iter()
-            .filter(|c| {
-                filter
-                    .id
-                    .as_ref()
-                    .is_none_or(|id| c.id.starts_with(id.as_str()))
-            })
-            .filter(|c| {
-                filter
-                    .pod_id
-                    .as_ref()
-                    .is_none_or(|p| c.pod_id.starts_with(p.as_str()))
-            })
             .map(summary)
-            .filter(|c| filter.state.is_none_or(|s| s == c.state))
-            .filter(|c| {
-                filter
-                    .labels
-                    .iter()
-                    .all(|(k, v)| c.labels.get(k) == Some(v))
-            })
             .collect();
         list.sort_by_key(|c| c.created_at_ns);
         Ok(list)
+    }
+
+    /// The OCI spec container `id` (full id or unique prefix) was created with, as last
+    /// updated; for verbose status. Null for a container recorded without one.
+    pub fn container_spec(&self, id: &str) -> Result<serde_json::Value> {
+        let record = self.find_container(id)?;
+        let spec = self.store().read()?.container_spec(&record.id)?;
+        Ok(spec.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The records matching `filter`, every field checked on the record before anything
+    /// is copied out of it.
+    pub(crate) fn matching_containers(
+        &self,
+        filter: &ContainerFilter,
+    ) -> Result<Vec<ContainerRecord>> {
+        let mut records = self.store().read()?.containers().list()?;
+        records.retain(|c| {
+            filter
+                .id
+                .as_ref()
+                .is_none_or(|id| c.id.starts_with(id.as_str()))
+                && filter
+                    .pod_id
+                    .as_ref()
+                    .is_none_or(|p| c.pod_id.starts_with(p.as_str()))
+                && filter.state.is_none_or(|s| s == state_of(c.state))
+                && filter
+                    .labels
+                    .iter()
+                    .all(|(k, v)| c.labels.get(k) == Some(v))
+        });
+        Ok(records)
     }
 
     /// The record of container `id` (full id or unique prefix).
@@ -238,12 +259,9 @@ pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// The container's cgroup, relative to each hierarchy, from its OCI spec.
 pub(crate) fn cgroups_path(record: &ContainerRecord) -> Option<String> {
-    record
-        .spec
-        .pointer("/linux/cgroupsPath")
-        .and_then(serde_json::Value::as_str)
-        .map(|p| p.trim_start_matches('/').to_string())
+    Some(record.spec_summary.cgroups_path.trim_start_matches('/'))
         .filter(|p| !p.is_empty() && !p.split('/').any(|c| c == ".."))
+        .map(str::to_string)
 }
 
 /// The directories of cgroup `relative` under `root`: the v2 one and one per v1 hierarchy.
@@ -304,23 +322,27 @@ pub(crate) fn remove_cgroup(root: &Path, relative: &str) {
 
 pub(crate) fn status(c: &ContainerRecord) -> ContainerStatus {
     let mut s = summary(c);
-    s.spec = c.spec.clone();
+    s.spec_summary = c.spec_summary.clone();
     s
 }
 
-/// [`status`] without the OCI spec (large: it holds the seccomp profile), for lists.
+fn state_of(s: StoredState) -> ContainerState {
+    match s {
+        StoredState::Created => ContainerState::Created,
+        StoredState::Running => ContainerState::Running,
+        StoredState::Exited => ContainerState::Exited,
+        StoredState::Unknown => ContainerState::Unknown,
+    }
+}
+
+/// [`status`] without the spec summary (resources, mounts, user), for lists.
 fn summary(c: &ContainerRecord) -> ContainerStatus {
     ContainerStatus {
         id: c.id.clone(),
         pod_id: c.pod_id.clone(),
         name: c.metadata.name.clone(),
         attempt: c.metadata.attempt,
-        state: match c.state {
-            StoredState::Created => ContainerState::Created,
-            StoredState::Running => ContainerState::Running,
-            StoredState::Exited => ContainerState::Exited,
-            StoredState::Unknown => ContainerState::Unknown,
-        },
+        state: state_of(c.state),
         image: c.image.clone(),
         image_ref: c.image_ref.clone(),
         created_at_ns: c.created_at_ns,
@@ -333,15 +355,18 @@ fn summary(c: &ContainerRecord) -> ContainerStatus {
         log_path: c.log_path.clone(),
         labels: c.labels.clone(),
         annotations: c.annotations.clone(),
-        spec: serde_json::Value::Null,
+        spec_summary: SpecSummary::default(),
     }
 }
 
 impl ContainerStatus {
     /// The Linux resources the container runs with (as created or last updated), from its
-    /// OCI spec; `None` for a status without spec (lists).
+    /// OCI spec; `None` in lists.
     pub fn resources(&self) -> Option<super::config::Resources> {
-        let r = self.spec.pointer("/linux/resources")?;
+        let r = &self.spec_summary.resources;
+        if !r.is_object() {
+            return None;
+        }
         let int = |path: &str| {
             r.pointer(path)
                 .and_then(serde_json::Value::as_i64)
@@ -382,11 +407,7 @@ impl ContainerStatus {
             cpu_shares: int("/cpu/shares"),
             memory_limit_in_bytes: int("/memory/limit"),
             memory_swap_limit_in_bytes: int("/memory/swap"),
-            oom_score_adj: self
-                .spec
-                .pointer("/process/oomScoreAdj")
-                .and_then(serde_json::Value::as_i64)
-                .unwrap_or(0),
+            oom_score_adj: self.spec_summary.oom_score_adj.unwrap_or(0),
             cpuset_cpus: text("/cpu/cpus"),
             cpuset_mems: text("/cpu/mems"),
             hugepage_limits: hugepages,
@@ -394,18 +415,31 @@ impl ContainerStatus {
         })
     }
 
+    /// The user the container's process runs as, from its OCI spec; `None` in lists.
+    pub fn user(&self) -> Option<ContainerUser> {
+        let user = self.spec_summary.user.as_object()?;
+        let id = |key: &str| {
+            user.get(key)
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0)
+        };
+        Some(ContainerUser {
+            uid: id("uid"),
+            gid: id("gid"),
+            supplemental_groups: user
+                .get("additionalGids")
+                .and_then(serde_json::Value::as_array)
+                .map(|g| g.iter().filter_map(serde_json::Value::as_i64).collect())
+                .unwrap_or_default(),
+        })
+    }
+
     /// The host paths mounted into the container (CRI mounts and the pod's files), from
-    /// its OCI spec; empty for a status without spec (lists).
+    /// its OCI spec; empty in lists.
     pub fn mounts(&self) -> Vec<super::config::Mount> {
         use super::config::{Mount, Propagation};
-        let Some(mounts) = self
-            .spec
-            .get("mounts")
-            .and_then(serde_json::Value::as_array)
-        else {
-            return Vec::new();
-        };
-        mounts
+        self.spec_summary
+            .bind_mounts
             .iter()
             .filter(|m| m.get("type").and_then(serde_json::Value::as_str) == Some("bind"))
             .filter_map(|m| {

@@ -2,7 +2,7 @@
 //! container through its pod's monitor.
 
 use crius_monitor::MonitorClient;
-use crius_store::{ContainerRecord, ContainerState};
+use crius_store::{ContainerState, SpecSummary};
 use oci_spec::runtime::LinuxResources;
 
 use super::config::Resources;
@@ -15,7 +15,7 @@ impl Runtime {
     /// and records them in its spec (so stats and verbose status see the new limit).
     /// Only created and running containers have a cgroup to change.
     pub fn update_container_resources(&self, id: &str, resources: &Resources) -> Result<()> {
-        let mut record = self.refresh_container(self.find_container(id)?)?;
+        let record = self.refresh_container(self.find_container(id)?)?;
         if record.state == ContainerState::Exited {
             return Err(Error::FailedPrecondition(format!(
                 "container {} has exited; only a created or running container can be updated",
@@ -26,9 +26,16 @@ impl Runtime {
         let pod = self.find_pod(&record.pod_id)?;
         MonitorClient::connect(&pod.monitor_socket, MONITOR_TIMEOUT)?
             .update_resources(&record.id, limits.clone())?;
-        record_limits(&mut record, &limits);
         let txn = self.store().write()?;
-        txn.containers().update(&record)?;
+        // Read again inside the write transaction: the pod watcher may have recorded a
+        // state change since, which must not be overwritten.
+        let mut current = txn.containers().require(&record.id)?;
+        if let Some(mut spec) = txn.container_spec(&record.id)? {
+            record_limits(&mut spec, &limits);
+            current.spec_summary = SpecSummary::of(&spec);
+            txn.set_container_spec(&record.id, &spec)?;
+            txn.containers().update(&current)?;
+        }
         txn.commit()?;
         tracing::info!(container_id = %record.id, "container resources updated");
         Ok(())
@@ -50,10 +57,9 @@ impl Runtime {
     }
 }
 
-/// Merges `limits` into the resources of `record`'s spec, keeping its device rules.
-fn record_limits(record: &mut ContainerRecord, limits: &LinuxResources) {
-    let mut current: LinuxResources = record
-        .spec
+/// Merges `limits` into the resources of the OCI `spec`, keeping its device rules.
+fn record_limits(spec: &mut serde_json::Value, limits: &LinuxResources) {
+    let mut current: LinuxResources = spec
         .pointer("/linux/resources")
         .cloned()
         .and_then(|v| serde_json::from_value(v).ok())
@@ -73,8 +79,7 @@ fn record_limits(record: &mut ContainerRecord, limits: &LinuxResources) {
     let Ok(value) = serde_json::to_value(&current) else {
         return;
     };
-    if let Some(linux) = record
-        .spec
+    if let Some(linux) = spec
         .get_mut("linux")
         .and_then(serde_json::Value::as_object_mut)
     {
@@ -88,20 +93,17 @@ mod tests {
 
     #[test]
     fn recorded_limits_replace_memory_and_keep_devices() {
-        let mut record = ContainerRecord {
-            spec: serde_json::json!({"linux": {"resources": {
-                "devices": [{"allow": false, "access": "rwm"}],
-                "memory": {"limit": 100}
-            }}}),
-            ..ContainerRecord::default()
-        };
+        let mut spec = serde_json::json!({"linux": {"resources": {
+            "devices": [{"allow": false, "access": "rwm"}],
+            "memory": {"limit": 100}
+        }}});
         let limits = crate::container::spec::limits(&Resources {
             memory_limit_in_bytes: 64 << 20,
             ..Resources::default()
         })
         .unwrap();
-        record_limits(&mut record, &limits);
-        let r = &record.spec["linux"]["resources"];
+        record_limits(&mut spec, &limits);
+        let r = &spec["linux"]["resources"];
         assert_eq!(r["memory"]["limit"], 64 << 20);
         assert_eq!(r["devices"][0]["allow"], false);
     }

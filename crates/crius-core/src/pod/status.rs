@@ -56,29 +56,22 @@ impl Runtime {
         Ok(status(&record))
     }
 
-    /// Pods matching `filter`, oldest first.
+    /// Pods matching `filter`, oldest first, without the verbose `info` (lists never
+    /// show it, and building it copies the stored pod config for every row).
     pub fn list_pods(&self, filter: &PodFilter) -> Result<Vec<PodStatus>> {
-        let mut pods: Vec<PodStatus> = self
-            .store()
-            .read()?
-            .pods()
-            .list()?
-            .iter()
-            .filter(|p| {
-                filter
-                    .id
-                    .as_ref()
-                    .is_none_or(|id| p.id.starts_with(id.as_str()))
-            })
-            .map(status)
-            .filter(|p| filter.state.is_none_or(|s| s == p.state))
-            .filter(|p| {
-                filter
+        let mut records = self.store().read()?.pods().list()?;
+        records.retain(|p| {
+            filter
+                .id
+                .as_ref()
+                .is_none_or(|id| p.id.starts_with(id.as_str()))
+                && filter.state.is_none_or(|s| s == state_of(p.state))
+                && filter
                     .labels
                     .iter()
                     .all(|(k, v)| p.labels.get(k) == Some(v))
-            })
-            .collect();
+        });
+        let mut pods: Vec<PodStatus> = records.iter().map(summary).collect();
         pods.sort_by_key(|p| p.created_at_ns);
         Ok(pods)
     }
@@ -106,15 +99,34 @@ impl Runtime {
 
 fn status(p: &PodRecord) -> PodStatus {
     PodStatus {
+        info: serde_json::json!({
+            "monitorSocket": p.monitor_socket,
+            "netns": p.netns_path,
+            "cgroupParent": p.cgroup_parent,
+            "hostname": p.hostname,
+            "logDirectory": p.log_directory,
+            "config": p.spec,
+        }),
+        ..summary(p)
+    }
+}
+
+fn state_of(s: crius_store::PodState) -> PodState {
+    match s {
+        crius_store::PodState::Ready => PodState::Ready,
+        crius_store::PodState::NotReady => PodState::NotReady,
+    }
+}
+
+/// [`status`] without `info`, for lists.
+fn summary(p: &PodRecord) -> PodStatus {
+    PodStatus {
         id: p.id.clone(),
         name: p.metadata.name.clone(),
         uid: p.metadata.uid.clone(),
         namespace: p.metadata.namespace.clone(),
         attempt: p.metadata.attempt,
-        state: match p.state {
-            crius_store::PodState::Ready => PodState::Ready,
-            crius_store::PodState::NotReady => PodState::NotReady,
-        },
+        state: state_of(p.state),
         created_at_ns: p.created_at_ns,
         ips: p.ips.clone(),
         labels: p.labels.clone(),
@@ -125,14 +137,7 @@ fn status(p: &PodRecord) -> PodStatus {
         host_ipc: p.namespace_options.host_ipc,
         share_pid: p.namespace_options.share_pid,
         user_namespace: p.spec.get("userNamespace").is_some_and(|v| !v.is_null()),
-        info: serde_json::json!({
-            "monitorSocket": p.monitor_socket,
-            "netns": p.netns_path,
-            "cgroupParent": p.cgroup_parent,
-            "hostname": p.hostname,
-            "logDirectory": p.log_directory,
-            "config": p.spec,
-        }),
+        info: serde_json::Value::Null,
     }
 }
 
