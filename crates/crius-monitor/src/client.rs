@@ -1,6 +1,8 @@
 //! The blocking client criusd uses to talk to a pod's monitor (one connection per
 //! thread; criusd runs it on a blocking thread, never on a tokio worker).
 
+use std::net::Shutdown;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -8,9 +10,10 @@ use std::time::Duration;
 use oci_spec::runtime::LinuxResources;
 
 use crate::error::{Error, Result};
+use crate::fdpass;
 use crate::protocol::{
-    read_frame, write_frame, ContainerEvent, ContainerStats, ContainerStatus, CreateContainer,
-    ExecSync, Request, Response, PROTOCOL_VERSION,
+    self, checked_len, decode, encode, read_frame, write_frame, ContainerEvent, ContainerStats,
+    ContainerStatus, CreateContainer, ExecSync, Request, Response, PROTOCOL_VERSION,
 };
 
 /// A connection to one monitor, after the `Hello` handshake.
@@ -264,6 +267,153 @@ impl MonitorClient {
         })
     }
 
+    /// Starts an interactive exec; the connection becomes the exec's.
+    ///
+    /// Without a terminal, `fds` holds the process's ends for each of `request`'s stdio
+    /// flags that is true (and no other); they are sent and closed here. With
+    /// `process.terminal`, `fds` must be empty and the session carries the pty master.
+    pub fn exec(mut self, request: protocol::Exec, fds: ExecFds) -> Result<ExecSession> {
+        let terminal = request.process.terminal().unwrap_or(false);
+        let wanted = [request.stdin, request.stdout, request.stderr];
+        let given = [&fds.stdin, &fds.stdout, &fds.stderr];
+        for (name, (want, fd)) in ["stdin", "stdout", "stderr"]
+            .into_iter()
+            .zip(wanted.into_iter().zip(given))
+        {
+            if fd.is_some() && (terminal || !want) {
+                return Err(Error::InvalidRequest(format!(
+                    "exec in {}: an fd for {name} is only passed without a terminal and with {name}=true",
+                    request.id
+                )));
+            }
+            if fd.is_none() && want && !terminal {
+                return Err(Error::InvalidRequest(format!(
+                    "exec in {}: {name}=true needs the process's {name} fd",
+                    request.id
+                )));
+            }
+        }
+        let sent: Vec<BorrowedFd<'_>> = [&fds.stdin, &fds.stdout, &fds.stderr]
+            .into_iter()
+            .flatten()
+            .map(AsFd::as_fd)
+            .collect();
+        let (response, mut received) = self.exchange_fds(&Request::Exec(request), &sent)?;
+        drop(fds);
+        match response {
+            Response::ExecStarted { pid, terminal } => {
+                let pty_master = if terminal {
+                    if received.len() != 1 {
+                        return Err(Error::Unexpected {
+                            expected: "ExecStarted with the pty master",
+                            got: format!("ExecStarted with {} fds", received.len()),
+                        });
+                    }
+                    received.pop()
+                } else {
+                    None
+                };
+                self.untimed()?;
+                Ok(ExecSession {
+                    pid,
+                    pty_master,
+                    stream: self.stream,
+                })
+            }
+            other => Err(unexpected("ExecStarted", &other)),
+        }
+    }
+
+    /// Attaches to a running container; `stdout`/`stderr` are the sinks (write ends).
+    ///
+    /// `request.stdout`/`request.stderr` must match the sinks given. The session's
+    /// `stdin` is set when `request.stdin` was asked and the container has a stdin.
+    pub fn attach(
+        mut self,
+        request: protocol::Attach,
+        stdout: Option<OwnedFd>,
+        stderr: Option<OwnedFd>,
+    ) -> Result<AttachSession> {
+        if request.stdout != stdout.is_some() || request.stderr != stderr.is_some() {
+            return Err(Error::InvalidRequest(format!(
+                "attach to {}: the stdout/stderr flags must match the sinks passed",
+                request.id
+            )));
+        }
+        let sent: Vec<BorrowedFd<'_>> = [&stdout, &stderr]
+            .into_iter()
+            .flatten()
+            .map(AsFd::as_fd)
+            .collect();
+        let (response, mut received) = self.exchange_fds(&Request::Attach(request), &sent)?;
+        drop((stdout, stderr));
+        match response {
+            Response::Attached { tty, stdin } => {
+                let stdin = if stdin {
+                    if received.len() != 1 {
+                        return Err(Error::Unexpected {
+                            expected: "Attached with the stdin fd",
+                            got: format!("Attached with {} fds", received.len()),
+                        });
+                    }
+                    received.pop()
+                } else {
+                    None
+                };
+                self.untimed()?;
+                Ok(AttachSession {
+                    tty,
+                    stdin,
+                    stream: self.stream,
+                })
+            }
+            other => Err(unexpected("Attached", &other)),
+        }
+    }
+
+    /// Sends `request` with `fds` and reads the answer with the descriptors it carries,
+    /// within the connect timeout.
+    fn exchange_fds(
+        &mut self,
+        request: &Request,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(Response, Vec<OwnedFd>)> {
+        if self.broken {
+            return Err(Error::io(
+                "monitor connection",
+                std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "out of step after an earlier failed call; reconnect",
+                ),
+            ));
+        }
+        self.stream
+            .set_write_timeout(Some(self.timeout))
+            .and_then(|()| self.stream.set_read_timeout(Some(self.timeout)))
+            .map_err(|e| Error::io("set socket timeout", e))?;
+        let frame = encode(request)?;
+        let n = retry_eintr(|| fdpass::send(self.stream.as_fd(), &frame, fds, false))
+            .map_err(|e| sys_io("send request", e))?;
+        if n < frame.len() {
+            use std::io::Write;
+            self.stream
+                .write_all(&frame[n..])
+                .map_err(|e| Error::io("send request", e))?;
+        }
+        let (response, fds) = read_frame_with_fds(self.stream.as_fd())?;
+        match response {
+            Response::Error { kind, message } => Err(Error::Remote { kind, message }),
+            other => Ok((other, fds)),
+        }
+    }
+
+    /// Session reads wait as long as the session lasts (an exec may run for hours).
+    fn untimed(&self) -> Result<()> {
+        self.stream
+            .set_read_timeout(None)
+            .map_err(|e| Error::io("set socket timeout", e))
+    }
+
     fn ok(&mut self, request: Request) -> Result<()> {
         match self.call(request)? {
             Response::Ok => Ok(()),
@@ -300,6 +450,155 @@ impl Iterator for EventStream {
             Err(e) => Some(Err(e)),
         }
     }
+}
+
+/// The process's ends of an interactive exec's stdio (criusd keeps the other ends).
+#[derive(Debug, Default)]
+pub struct ExecFds {
+    /// A readable fd that becomes the process's stdin.
+    pub stdin: Option<OwnedFd>,
+    /// A writable fd that becomes its stdout.
+    pub stdout: Option<OwnedFd>,
+    /// A writable fd that becomes its stderr.
+    pub stderr: Option<OwnedFd>,
+}
+
+/// A running interactive exec (from [`MonitorClient::exec`]).
+#[derive(Debug)]
+pub struct ExecSession {
+    /// The exec process's pid (in the monitor's pid namespace).
+    pub pid: i32,
+    /// The pty master, for an exec with a terminal.
+    pub pty_master: Option<OwnedFd>,
+    stream: UnixStream,
+}
+
+impl ExecSession {
+    /// Blocks until ExecExited; returns the exit code (128 + signal when killed).
+    /// `Err(Error::Closed)` if cancelled or the monitor went away.
+    pub fn wait(mut self) -> Result<i32> {
+        match read_frame::<_, Response>(&mut self.stream)? {
+            Response::ExecExited { exit_code } => Ok(exit_code),
+            other => Err(unexpected("ExecExited", &other)),
+        }
+    }
+
+    /// A handle on a clone of the connection, usable from another thread while `wait`
+    /// blocks.
+    pub fn handle(&self) -> Result<SessionHandle> {
+        SessionHandle::new(&self.stream)
+    }
+}
+
+/// An attach to a container's stdio (from [`MonitorClient::attach`]).
+#[derive(Debug)]
+pub struct AttachSession {
+    /// The container has a terminal: all its output arrives on the stdout sink.
+    pub tty: bool,
+    /// Where to write the container's stdin (asked for and the container has one). A
+    /// tty container's is a dup of the monitor's non-blocking pty master: expect EAGAIN.
+    pub stdin: Option<OwnedFd>,
+    stream: UnixStream,
+}
+
+impl AttachSession {
+    /// Blocks until AttachEnded (returns its reason) or the connection closes
+    /// (`Err(Error::Closed)`: cancelled, or the monitor went away).
+    pub fn wait(mut self) -> Result<String> {
+        match read_frame::<_, Response>(&mut self.stream)? {
+            Response::AttachEnded { reason } => Ok(reason),
+            other => Err(unexpected("AttachEnded", &other)),
+        }
+    }
+
+    /// A handle on a clone of the connection, usable from another thread while `wait`
+    /// blocks.
+    pub fn handle(&self) -> Result<SessionHandle> {
+        SessionHandle::new(&self.stream)
+    }
+}
+
+/// Controls an exec or attach session from another thread.
+#[derive(Debug)]
+pub struct SessionHandle {
+    stream: UnixStream,
+}
+
+impl SessionHandle {
+    fn new(stream: &UnixStream) -> Result<Self> {
+        let stream = stream
+            .try_clone()
+            .map_err(|e| Error::io("clone monitor connection", e))?;
+        Ok(Self { stream })
+    }
+
+    /// Ends the session: shuts the socket down both ways; the monitor kills an exec's
+    /// process or drops the attacher, and `wait` returns.
+    pub fn cancel(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Attach only: tells the monitor the client's stdin ended (sends CloseStdin).
+    /// Close the session's `stdin` fd first: the container sees EOF once every write
+    /// end is closed.
+    pub fn stdin_closed(&self) -> Result<()> {
+        write_frame(&mut &self.stream, &Request::CloseStdin)
+    }
+}
+
+/// Reads one frame and the descriptors that came with its bytes (reading exactly the
+/// frame, so a later pushed frame stays in the socket).
+fn read_frame_with_fds(sock: BorrowedFd<'_>) -> Result<(Response, Vec<OwnedFd>)> {
+    let mut fds = Vec::new();
+    let mut header = [0u8; 4];
+    read_exact_fds(sock, &mut header, &mut fds, true)?;
+    let len = checked_len(header)?;
+    let mut body = vec![0u8; len];
+    read_exact_fds(sock, &mut body, &mut fds, false)?;
+    Ok((decode(&body)?, fds))
+}
+
+fn read_exact_fds(
+    sock: BorrowedFd<'_>,
+    mut buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    at_start: bool,
+) -> Result<()> {
+    let mut first = at_start;
+    while !buf.is_empty() {
+        let (n, got) = match fdpass::recv(sock, buf, false) {
+            Ok(r) => r,
+            Err(nix::Error::EINTR) => continue,
+            Err(e @ (nix::Error::EAGAIN | nix::Error::ETIMEDOUT)) => {
+                return Err(Error::Timeout(format!("read answer: {e}")))
+            }
+            Err(e) => return Err(sys_io("read answer", e)),
+        };
+        fds.extend(got);
+        if n == 0 {
+            return Err(if first {
+                Error::Closed
+            } else {
+                Error::io("read answer", std::io::ErrorKind::UnexpectedEof.into())
+            });
+        }
+        first = false;
+        buf = &mut buf[n..];
+    }
+    Ok(())
+}
+
+fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+    loop {
+        match f() {
+            Err(nix::Error::EINTR) => {}
+            other => return other,
+        }
+    }
+}
+
+fn sys_io(context: &str, e: nix::Error) -> Error {
+    Error::io(context, std::io::Error::from(e))
 }
 
 fn unexpected(expected: &'static str, got: &Response) -> Error {

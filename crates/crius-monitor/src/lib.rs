@@ -16,9 +16,13 @@
 //! exits with the monitor. Containers join the pins by path (see
 //! [`PodConfig::namespaces_to_join`]).
 //!
+//! Interactive exec and attach pass descriptors over the socket (see [`protocol`]): an
+//! exec's stdio (or its pty master) goes straight between criusd and the process; only
+//! attach output is fanned out by the monitor, from the same reads that feed the log.
+//!
 //! **Refuses**: building OCI specs (criusd builds them complete), images, networking
 //! beyond bringing loopback up, async (the client is blocking; criusd calls it on a
-//! blocking thread), attach streaming (a later addition: the stdin fd is kept).
+//! blocking thread), speaking the streaming protocols (SPDY, WebSocket: criusd's part).
 //!
 //! **Threat model**: the socket is 0600 root, so requests come from criusd, which is
 //! trusted; still, every frame is length-checked before allocation (64 MiB cap) and a
@@ -29,10 +33,13 @@
 
 pub mod client;
 mod error;
+pub mod fdpass;
 pub mod protocol;
 pub mod spawn;
 
-pub use client::{EventStream, ExecOutput, MonitorClient};
+pub use client::{
+    AttachSession, EventStream, ExecFds, ExecOutput, ExecSession, MonitorClient, SessionHandle,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use spawn::{
     cleanup_after_dead_monitor, read_all_statuses, read_status, spawn_monitor, IdMappings,
@@ -44,4 +51,16 @@ pub use spawn::{
 pub mod oci_defaults {
     pub use crius_oci::default_seccomp;
     pub use crius_oci::spec::{DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
+}
+
+/// Terminal control for the pty masters criusd holds (exec with a terminal, attach to a
+/// tty container), so criusd need not link crius-oci.
+pub mod terminal {
+    use std::os::fd::BorrowedFd;
+
+    /// Sets the window size of the terminal whose master (or slave) `fd` is to `width`
+    /// columns and `height` rows; its foreground process group gets SIGWINCH.
+    pub fn resize(fd: BorrowedFd<'_>, width: u16, height: u16) -> crate::Result<()> {
+        crius_oci::pty::resize(fd, width, height).map_err(crate::Error::from)
+    }
 }

@@ -44,6 +44,7 @@ fn main() {
             }
             // Only now: a spawner that died before reading the report must not kill us.
             sys::default_sigpipe();
+            sys::block_sigpipe();
             tracing::info!(pod_id = %config.pod_id, "monitor ready");
             monitor.run()
         }

@@ -9,6 +9,25 @@
 //! then pushes a [`Response::Event`] for every container state change until either side
 //! closes.
 //!
+//! Interactive exec and attach pass file descriptors (SCM_RIGHTS, unix(7)) with the
+//! first bytes of a frame, so the monitor never relays an exec's bytes:
+//! - [`Request::Exec`] without a terminal carries the process's own stdio ends (stdin,
+//!   stdout, stderr, one per flag that is true, in that order); with a terminal it carries
+//!   none and [`Response::ExecStarted`] carries the pty master. Later the monitor pushes
+//!   [`Response::ExecExited`] on the same connection. If the client closes the
+//!   connection first, the monitor SIGKILLs the process.
+//! - [`Request::Attach`] carries the sinks (stdout, stderr, one per flag); the answer
+//!   [`Response::Attached`] carries a dup of the container's stdin when asked for and
+//!   the container has one. The monitor then copies every chunk of container output it
+//!   reads for the log into the sinks too (non-blocking, at most [`MAX_ATTACH_BACKLOG`]
+//!   bytes pending per sink) and pushes [`Response::AttachEnded`] when the container
+//!   exited or the attacher fell too far behind. The client may send
+//!   [`Request::CloseStdin`] (no answer) and ends the attach by closing the connection.
+//!
+//! Either connection is dedicated to its session after the answer. A frame carrying
+//! more descriptors than its request uses has the extra ones closed; at most
+//! [`MAX_PENDING_FDS`] received descriptors are held per connection.
+//!
 //! Byte strings (exec output) travel as base64 strings, so a 16 MiB output fits a frame.
 //! Requests are internally tagged (`{"op": "start_container", "id": ..}`); responses are
 //! adjacently tagged (`{"kind": "state", "body": {..}}`) so a variant can carry a list.
@@ -30,6 +49,20 @@ pub const MAX_FRAME: usize = 64 << 20;
 /// The largest per-stream exec output cap honoured; larger caps are clamped so an
 /// `ExecResult` with both streams full always fits in one frame.
 pub const MAX_EXEC_OUTPUT_CAP: u64 = 20 << 20;
+
+/// The most descriptors a connection may have received and not yet used by a request;
+/// more are closed on arrival.
+pub const MAX_PENDING_FDS: usize = 8;
+
+/// The most bytes of container output kept for one attach sink that does not keep up;
+/// an attacher beyond it is dropped (logging is never slowed by an attacher).
+pub const MAX_ATTACH_BACKLOG: usize = 1 << 20;
+
+/// [`Response::AttachEnded`]'s reason when the container exited.
+pub const ATTACH_ENDED_EXITED: &str = "container exited";
+
+/// [`Response::AttachEnded`]'s reason when the attacher's sink fell behind.
+pub const ATTACH_ENDED_TOO_SLOW: &str = "attach client too slow";
 
 /// A request from criusd to the monitor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +143,16 @@ pub enum Request {
     /// Kills and removes every container, releases the namespace pins, removes the
     /// monitor's files, answers `Ok` and exits.
     Shutdown,
+    /// Starts an interactive exec (see the module docs for the descriptors). Answer:
+    /// `ExecStarted`, later `ExecExited`; the connection is dedicated to it afterwards.
+    Exec(Exec),
+    /// Attaches to a running container's stdio (see the module docs). Answer:
+    /// `Attached`, later `AttachEnded`; the connection is dedicated to it afterwards.
+    Attach(Attach),
+    /// Only on an attach connection after `Attached`: the client's stdin ended. If the
+    /// container was created with `stdin_once`, the monitor closes its stdin write end
+    /// (the process reads EOF once every dup is closed too). No answer.
+    CloseStdin,
 }
 
 impl Request {
@@ -131,6 +174,9 @@ impl Request {
             Request::Subscribe => "subscribe",
             Request::StopPod { .. } => "stop_pod",
             Request::Shutdown => "shutdown",
+            Request::Exec(_) => "exec",
+            Request::Attach(_) => "attach",
+            Request::CloseStdin => "close_stdin",
         }
     }
 
@@ -139,6 +185,8 @@ impl Request {
         match self {
             Request::CreateContainer(c) => Some(&c.id),
             Request::ExecSync(e) => Some(&e.id),
+            Request::Exec(e) => Some(&e.id),
+            Request::Attach(a) => Some(&a.id),
             Request::StartContainer { id }
             | Request::Signal { id, .. }
             | Request::StopContainer { id, .. }
@@ -151,7 +199,8 @@ impl Request {
             | Request::ListContainers
             | Request::Subscribe
             | Request::StopPod { .. }
-            | Request::Shutdown => None,
+            | Request::Shutdown
+            | Request::CloseStdin => None,
         }
     }
 }
@@ -202,6 +251,35 @@ pub struct ExecSync {
     /// At most this many bytes are kept per stream; the rest is dropped (clamped to
     /// [`MAX_EXEC_OUTPUT_CAP`]).
     pub output_cap: u64,
+}
+
+/// [`Request::Exec`]'s body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exec {
+    /// Container id.
+    pub id: String,
+    /// The process to run; `terminal: true` makes the monitor allocate a pty.
+    pub process: Process,
+    /// Without a terminal: the frame carries a readable fd for the process's stdin.
+    pub stdin: bool,
+    /// Without a terminal: the frame carries a writable fd for its stdout.
+    pub stdout: bool,
+    /// Without a terminal: the frame carries a writable fd for its stderr.
+    pub stderr: bool,
+}
+
+/// [`Request::Attach`]'s body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attach {
+    /// Container id.
+    pub id: String,
+    /// Ask for a dup of the container's stdin (granted if it was created with `stdin`).
+    pub stdin: bool,
+    /// The frame carries a writable sink for the container's stdout (the pty output
+    /// for a tty container).
+    pub stdout: bool,
+    /// The frame carries a writable sink for its stderr (must be false with a tty).
+    pub stderr: bool,
 }
 
 /// Lifecycle of a container, as CRI sees it.
@@ -316,6 +394,34 @@ pub enum Response {
     Stats(ContainerStats),
     /// A pushed event on a subscribed connection.
     Event(ContainerEvent),
+    /// Answer to `Exec`: the process runs. With `terminal` the frame carries one fd,
+    /// the pty master.
+    ExecStarted {
+        /// The exec process's pid (in the monitor's pid namespace).
+        pid: i32,
+        /// The process has a terminal.
+        terminal: bool,
+    },
+    /// Pushed on an exec connection once the process was reaped.
+    ExecExited {
+        /// Exit code (128 + signal when killed).
+        exit_code: i32,
+    },
+    /// Answer to `Attach`. With `stdin` the frame carries one fd to write the
+    /// container's stdin into (a dup of the pipe's write end, or of the pty master, which
+    /// is non-blocking as it shares the monitor's file description).
+    Attached {
+        /// The container has a terminal (its output is all on the stdout sink).
+        tty: bool,
+        /// The frame carries the stdin fd.
+        stdin: bool,
+    },
+    /// Pushed on an attach connection when the attach ends: the container exited
+    /// (after its last output reached the sinks) or the attacher was dropped.
+    AttachEnded {
+        /// Why, e.g. [`ATTACH_ENDED_EXITED`] or [`ATTACH_ENDED_TOO_SLOW`].
+        reason: String,
+    },
     /// The request failed.
     Error {
         /// Classification.
@@ -345,6 +451,10 @@ impl Response {
             Response::ExecResult { .. } => "ExecResult",
             Response::Stats(_) => "Stats",
             Response::Event(_) => "Event",
+            Response::ExecStarted { .. } => "ExecStarted",
+            Response::ExecExited { .. } => "ExecExited",
+            Response::Attached { .. } => "Attached",
+            Response::AttachEnded { .. } => "AttachEnded",
             Response::Error { .. } => "Error",
         }
     }
@@ -375,7 +485,7 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
 }
 
 /// Checks an announced body length against [`MAX_FRAME`].
-fn checked_len(header: [u8; 4]) -> Result<usize> {
+pub(crate) fn checked_len(header: [u8; 4]) -> Result<usize> {
     let len = u32::from_be_bytes(header);
     match usize::try_from(len) {
         Ok(l) if l <= MAX_FRAME => Ok(l),

@@ -14,6 +14,7 @@ use crius_monitor::{Error, Result};
 use crius_oci::cgroup::CgroupManager;
 use crius_oci::{ExitStatus, OciRuntime, Process, Signal, Stdio};
 
+use super::attach::Attacher;
 use super::logs::{LogWriter, Stream};
 use super::{status, Monitor, StopWaiter};
 
@@ -27,8 +28,15 @@ pub(crate) struct Container {
     log: LogWriter,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
-    /// The write end of stdin (pipe or pty), kept for a later attach.
-    _stdin: Option<OwnedFd>,
+    /// The write end of stdin (pipe, or a dup of the pty master), handed to attachers as
+    /// dups; closed by CloseStdin with `stdin_once`.
+    pub(crate) stdin: Option<OwnedFd>,
+    /// Created with `stdin_once`.
+    pub(crate) stdin_once: bool,
+    /// Created with a terminal (its output is all on `stdout`).
+    pub(crate) tty: bool,
+    /// Clients attached to its output.
+    pub(crate) attachers: Vec<Attacher>,
     cgroup: Option<CgroupManager>,
     /// SIGKILL time of a stop in progress.
     pub(crate) kill_at: Option<Instant>,
@@ -52,6 +60,11 @@ impl Container {
         let out = self.stdout.as_ref().map(|fd| (Stream::Stdout, fd.as_fd()));
         let err = self.stderr.as_ref().map(|fd| (Stream::Stderr, fd.as_fd()));
         out.into_iter().chain(err)
+    }
+
+    /// Attach sinks with output waiting for POLLOUT: (attacher conn, stream, sink).
+    pub(crate) fn pending_sinks(&self) -> impl Iterator<Item = (u64, Stream, BorrowedFd<'_>)> {
+        self.attachers.iter().flat_map(Attacher::pending_sinks)
     }
 }
 
@@ -144,7 +157,7 @@ impl Monitor {
             .ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
-    fn container_mut(&mut self, id: &str) -> Result<&mut Container> {
+    pub(crate) fn container_mut(&mut self, id: &str) -> Result<&mut Container> {
         self.containers
             .get_mut(id)
             .ok_or_else(|| Error::NotFound(id.to_string()))
@@ -258,7 +271,10 @@ impl Monitor {
                 log,
                 stdout,
                 stderr: plan.stderr,
-                _stdin: stdin,
+                stdin,
+                stdin_once: req.stdin_once,
+                tty: req.tty,
+                attachers: Vec::new(),
                 cgroup,
                 kill_at: None,
                 dir: dir.to_path_buf(),
@@ -410,6 +426,9 @@ impl Monitor {
             return;
         };
         copy_output(c, stream);
+        if !c.attachers.is_empty() {
+            self.settle_attachers(id);
+        }
     }
 
     fn drain_output(&mut self, c: &mut Container) {
@@ -447,6 +466,7 @@ impl Monitor {
         .into();
         tracing::info!(container_id = %id, exit_code, ?signal, oom, "container exited");
         self.commit_status(status);
+        self.attach_container_exited(id);
     }
 }
 
@@ -466,6 +486,9 @@ fn copy_output(c: &mut Container, stream: Stream) {
             Ok(n) => {
                 if let Err(e) = c.log.write(stream, &buf[..n]) {
                     tracing::warn!(container_id = %c.status.id, error = %e, "log write");
+                }
+                for a in &mut c.attachers {
+                    a.offer(stream, &buf[..n]);
                 }
             }
             Err(nix::Error::EAGAIN) => break false,

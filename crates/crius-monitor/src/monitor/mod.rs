@@ -6,9 +6,11 @@
 //! subreaper, so runc-created inits and orphans come back to it). An exit is written to
 //! `containers/<id>/status.json` before any client hears about it.
 
+mod attach;
 mod conn;
 mod containers;
 mod exec;
+mod exec_session;
 mod logs;
 mod memstat;
 mod pins;
@@ -29,9 +31,10 @@ use crius_monitor::protocol::{decode, ContainerStatus, Request, Response, PROTOC
 use crius_monitor::{Error, PodConfig, Result};
 use crius_oci::{BinaryRuntime, BuiltinRuntime};
 
-use conn::Conn;
+use conn::{Conn, Session};
 use containers::Container;
 use exec::Exec;
+use exec_session::ExecSession;
 pub(crate) use logs::Stream;
 pub(crate) use pins::{pin_namespaces, Pins};
 
@@ -43,6 +46,25 @@ enum Token {
     Conn(u64),
     Output(String, Stream),
     ExecOutput(u64, Stream),
+    /// An attacher's sink with pending output: (container, attacher conn, stream).
+    Sink(String, u64, Stream),
+}
+
+/// How a request is answered.
+#[derive(Debug)]
+enum Reply {
+    /// Now, with these descriptors attached.
+    Now(Response, Vec<OwnedFd>),
+    /// Later; nothing more is read from the connection until then.
+    Later,
+    /// Never (CloseStdin).
+    Silent,
+}
+
+impl From<Option<Response>> for Reply {
+    fn from(r: Option<Response>) -> Self {
+        r.map_or(Reply::Later, |r| Reply::Now(r, Vec::new()))
+    }
 }
 
 /// A request whose answer waits for containers to exit.
@@ -65,6 +87,7 @@ pub(crate) struct Monitor {
     builtin: BuiltinRuntime,
     binaries: HashMap<PathBuf, BinaryRuntime>,
     execs: BTreeMap<u64, Exec>,
+    sessions: BTreeMap<u64, ExecSession>,
     stop_waiters: Vec<StopWaiter>,
     shutdown: Option<u64>,
 }
@@ -87,6 +110,7 @@ impl Monitor {
             builtin: BuiltinRuntime::new(),
             binaries: HashMap::new(),
             execs: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             stop_waiters: Vec::new(),
             shutdown: None,
         }
@@ -102,7 +126,7 @@ impl Monitor {
             self.reap_children();
             self.fire_timers();
             self.answer_stop_waiters();
-            self.conns.retain(|_, c| !c.dead);
+            self.drop_dead_conns();
             if let Some(conn) = self.shutdown {
                 if !self.containers.values().any(Container::is_live) {
                     self.finish_shutdown(conn);
@@ -141,6 +165,12 @@ impl Monitor {
                 tokens.push(Token::ExecOutput(*id, stream));
             }
         }
+        for (id, c) in &self.containers {
+            for (conn, stream, fd) in c.pending_sinks() {
+                fds.push(PollFd::new(fd, PollFlags::POLLOUT));
+                tokens.push(Token::Sink(id.clone(), conn, stream));
+            }
+        }
         let timeout = self.next_deadline().map_or(PollTimeout::NONE, |d| {
             let ms = d.saturating_duration_since(Instant::now()).as_millis() + 1;
             PollTimeout::try_from(ms.min(60_000)).unwrap_or(PollTimeout::MAX)
@@ -174,6 +204,7 @@ impl Monitor {
             Token::Conn(id) => self.on_conn(id, revents),
             Token::Output(id, stream) => self.on_output(&id, stream),
             Token::ExecOutput(id, stream) => self.on_exec_output(id, stream),
+            Token::Sink(id, conn, stream) => self.on_sink_writable(&id, conn, stream),
         }
     }
 
@@ -226,8 +257,8 @@ impl Monitor {
             if conn.waiting || conn.subscribed || conn.closing {
                 return;
             }
-            let body = match conn.next_frame() {
-                Ok(Some(body)) => body,
+            let (body, fds) = match conn.next_frame() {
+                Ok(Some(frame)) => frame,
                 Ok(None) => return,
                 Err(e) => {
                     conn.send(&Response::error(&e));
@@ -243,47 +274,59 @@ impl Monitor {
                     continue;
                 }
             };
-            if let Some(response) = self.handle(id, request) {
+            if let Some((response, fds)) = self.handle(id, request, fds) {
                 if let Some(conn) = self.conns.get_mut(&id) {
-                    conn.send(&response);
+                    conn.send_with_fds(&response, fds);
                 }
             }
         }
     }
 
-    /// Serves one request; `None` when the answer comes later.
-    fn handle(&mut self, conn_id: u64, request: Request) -> Option<Response> {
+    /// Serves one request with the descriptors that came with it; `None` when the
+    /// answer comes later (or never).
+    fn handle(
+        &mut self,
+        conn_id: u64,
+        request: Request,
+        fds: Vec<OwnedFd>,
+    ) -> Option<(Response, Vec<OwnedFd>)> {
         let conn = self.conns.get_mut(&conn_id)?;
         if !conn.greeted {
-            return Some(match request {
-                Request::Hello { version } if version == PROTOCOL_VERSION => {
-                    conn.greeted = true;
-                    Response::Hello {
-                        version: PROTOCOL_VERSION,
-                        monitor_pid: i32::try_from(std::process::id()).unwrap_or(0),
+            return Some((
+                match request {
+                    Request::Hello { version } if version == PROTOCOL_VERSION => {
+                        conn.greeted = true;
+                        Response::Hello {
+                            version: PROTOCOL_VERSION,
+                            monitor_pid: i32::try_from(std::process::id()).unwrap_or(0),
+                        }
                     }
-                }
-                Request::Hello { version } => {
-                    conn.closing = true;
-                    Response::error(&Error::VersionMismatch {
-                        ours: PROTOCOL_VERSION,
-                        theirs: version,
-                    })
-                }
-                _ => {
-                    conn.closing = true;
-                    Response::error(&Error::InvalidRequest(
-                        "the first request must be Hello".into(),
-                    ))
-                }
-            });
+                    Request::Hello { version } => {
+                        conn.closing = true;
+                        Response::error(&Error::VersionMismatch {
+                            ours: PROTOCOL_VERSION,
+                            theirs: version,
+                        })
+                    }
+                    _ => {
+                        conn.closing = true;
+                        Response::error(&Error::InvalidRequest(
+                            "the first request must be Hello".into(),
+                        ))
+                    }
+                },
+                Vec::new(),
+            ));
         }
         if self.shutdown.is_some() {
-            return Some(Response::error(&Error::WrongState {
-                id: self.config.pod_id.clone(),
-                op: "serve requests",
-                state: "shutting down".into(),
-            }));
+            return Some((
+                Response::error(&Error::WrongState {
+                    id: self.config.pod_id.clone(),
+                    op: "serve requests",
+                    state: "shutting down".into(),
+                }),
+                Vec::new(),
+            ));
         }
         let span = tracing::debug_span!(
             "request",
@@ -291,26 +334,38 @@ impl Monitor {
             container_id = request.container_id().unwrap_or_default()
         )
         .entered();
-        let result = self.route(conn_id, request);
+        let session = conn.session.clone();
+        let result = match (&session, request) {
+            (Session::None, request) => self.route(conn_id, request, fds),
+            (Session::Attach(id), Request::CloseStdin) => {
+                self.close_stdin(id);
+                Ok(Reply::Silent)
+            }
+            (_, request) => Err(Error::InvalidRequest(format!(
+                "{} on a connection dedicated to an exec or attach session",
+                request.name()
+            ))),
+        };
         if let Err(e) = &result {
             // Answered to criusd, which logs it; here only for debugging.
             tracing::debug!(error = %e, "request failed");
         }
         drop(span);
         match result {
-            Ok(Some(r)) => Some(r),
-            Ok(None) => {
+            Ok(Reply::Now(r, fds)) => Some((r, fds)),
+            Ok(Reply::Later) => {
                 if let Some(c) = self.conns.get_mut(&conn_id) {
                     c.waiting = true;
                 }
                 None
             }
-            Err(e) => Some(Response::error(&e)),
+            Ok(Reply::Silent) => None,
+            Err(e) => Some((Response::error(&e), Vec::new())),
         }
     }
 
-    fn route(&mut self, conn_id: u64, request: Request) -> Result<Option<Response>> {
-        let now = |r: Result<Response>| r.map(Some);
+    fn route(&mut self, conn_id: u64, request: Request, fds: Vec<OwnedFd>) -> Result<Reply> {
+        let now = |r: Result<Response>| r.map(|r| Reply::Now(r, Vec::new()));
         match request {
             Request::Hello { .. } => Err(Error::InvalidRequest("Hello was already sent".into())),
             Request::CreateContainer(c) => now(self.create(c)),
@@ -320,15 +375,17 @@ impl Monitor {
                 id,
                 timeout_ms,
                 signal,
-            } => self.stop(conn_id, vec![id], timeout_ms, signal),
+            } => self
+                .stop(conn_id, vec![id], timeout_ms, signal)
+                .map(Reply::from),
             Request::RemoveContainer { id } => now(self.remove(&id).map(|()| Response::Ok)),
             Request::ContainerState { id } => now(self
                 .container(&id)
                 .map(|c| Response::State(c.status.clone()))),
-            Request::ListContainers => Ok(Some(Response::Containers(
+            Request::ListContainers => now(Ok(Response::Containers(
                 self.containers.values().map(|c| c.status.clone()).collect(),
             ))),
-            Request::ExecSync(e) => self.exec_sync(conn_id, e).map(|()| None),
+            Request::ExecSync(e) => self.exec_sync(conn_id, e).map(|()| Reply::Later),
             Request::ReopenLog { id } => now(self.reopen_log(&id).map(|()| Response::Ok)),
             Request::UpdateResources { id, resources } => now(self
                 .update_resources(&id, &resources)
@@ -338,19 +395,50 @@ impl Monitor {
                 if let Some(c) = self.conns.get_mut(&conn_id) {
                     c.subscribed = true;
                 }
-                Ok(Some(Response::Ok))
+                now(Ok(Response::Ok))
             }
             Request::StopPod { timeout_ms } => {
                 let ids = self.containers.keys().cloned().collect();
                 self.stop(conn_id, ids, timeout_ms, libc::SIGTERM)
+                    .map(Reply::from)
             }
             Request::Shutdown => {
                 self.shutdown = Some(conn_id);
                 let ids: Vec<String> = self.containers.keys().cloned().collect();
                 self.stop(conn_id, ids, 0, libc::SIGKILL)?;
                 self.stop_waiters.retain(|w| w.conn != conn_id);
-                Ok(None)
+                Ok(Reply::Later)
             }
+            Request::Exec(e) => {
+                let (response, fds) = self.exec_interactive(conn_id, e, fds)?;
+                Ok(Reply::Now(response, fds))
+            }
+            Request::Attach(a) => {
+                let (response, fds) = self.attach(conn_id, a, fds)?;
+                Ok(Reply::Now(response, fds))
+            }
+            Request::CloseStdin => Err(Error::InvalidRequest(
+                "close_stdin is only valid on an attach connection".into(),
+            )),
+        }
+    }
+
+    /// Ends what closed connections left: an exec's process is killed, an attacher
+    /// removed.
+    fn drop_dead_conns(&mut self) {
+        let dead: Vec<(u64, Session)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.dead)
+            .map(|(id, c)| (*id, c.session.clone()))
+            .collect();
+        for (conn, session) in dead {
+            match session {
+                Session::None => {}
+                Session::Exec(id) => self.exec_client_gone(id),
+                Session::Attach(ctr) => self.detach(&ctr, conn),
+            }
+            self.conns.remove(&conn);
         }
     }
 
@@ -407,6 +495,8 @@ impl Monitor {
                 exec.exit = Some(status);
                 let id = exec.id;
                 self.finish_exec(id);
+            } else if let Some(id) = self.session_of(pid.as_raw()) {
+                self.exec_session_exited(id, status);
             } else if self.pins.reaper() == Some(pid) {
                 tracing::error!(pid = pid.as_raw(), "the pod's pid namespace reaper died");
             } else {

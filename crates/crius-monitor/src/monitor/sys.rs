@@ -77,6 +77,19 @@ pub(crate) fn default_sigpipe() {
     let _ = unsafe { sigaction(Signal::SIGPIPE, &action) };
 }
 
+/// Blocks SIGPIPE (keeping its default disposition): attach sinks are pipes criusd
+/// passed, and a write into one whose reader is gone must fail with EPIPE rather than
+/// kill the monitor. Children do not inherit the block where it matters: crius-oci's
+/// clone child and std's `Command` (runtime binaries) reset the mask before exec, and a
+/// pending SIGPIPE is never inherited (fork(2) clears the pending set).
+pub(crate) fn block_sigpipe() {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGPIPE);
+    if let Err(e) = set.thread_block() {
+        tracing::warn!(error = %e, "cannot block SIGPIPE");
+    }
+}
+
 /// Brings `lo` up in the caller's network namespace (SIOCGIFFLAGS/SIOCSIFFLAGS).
 pub(crate) fn loopback_up() -> std::io::Result<()> {
     // SAFETY: socket(2) with constant arguments; the result is checked before use.

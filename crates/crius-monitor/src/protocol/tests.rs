@@ -63,7 +63,26 @@ fn every_request() -> Vec<Request> {
         Request::Subscribe,
         Request::StopPod { timeout_ms: 3 },
         Request::Shutdown,
+        Request::Exec(Exec {
+            id: "c1".into(),
+            process: exec_process(),
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        }),
+        Request::Attach(Attach {
+            id: "c1".into(),
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        }),
+        Request::CloseStdin,
     ]
+}
+
+fn exec_process() -> Process {
+    let spec = crius_oci::spec::secure_default(&["/bin/sh".into()], "rootfs".as_ref()).unwrap();
+    spec.process().clone().unwrap()
 }
 
 fn every_response() -> Vec<Response> {
@@ -101,6 +120,18 @@ fn every_response() -> Vec<Response> {
             kind: ErrorKind::NotFound,
             message: "container c1 not found".into(),
         },
+        Response::ExecStarted {
+            pid: 5,
+            terminal: true,
+        },
+        Response::ExecExited { exit_code: 137 },
+        Response::Attached {
+            tty: false,
+            stdin: true,
+        },
+        Response::AttachEnded {
+            reason: ATTACH_ENDED_TOO_SLOW.into(),
+        },
     ]
 }
 
@@ -135,6 +166,69 @@ fn requests_are_tagged_by_op_and_responses_by_kind() {
     let v = serde_json::to_value(Response::Created { pid: 3 }).unwrap();
     assert_eq!(v["kind"], "created");
     assert_eq!(v["body"]["pid"], 3);
+}
+
+#[test]
+fn interactive_requests_and_answers_have_a_stable_json_shape() {
+    let v = serde_json::to_value(Request::Exec(Exec {
+        id: "c".into(),
+        process: exec_process(),
+        stdin: true,
+        stdout: false,
+        stderr: true,
+    }))
+    .unwrap();
+    assert_eq!(v["op"], "exec");
+    assert_eq!(v["id"], "c");
+    assert_eq!(
+        (&v["stdin"], &v["stdout"], &v["stderr"]),
+        (&true.into(), &false.into(), &true.into())
+    );
+    assert_eq!(v["process"]["args"][0], "/bin/sh");
+    let v = serde_json::to_value(Request::Attach(Attach {
+        id: "c".into(),
+        stdin: true,
+        stdout: true,
+        stderr: false,
+    }))
+    .unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"op": "attach", "id": "c", "stdin": true, "stdout": true, "stderr": false})
+    );
+    let v = serde_json::to_value(Request::CloseStdin).unwrap();
+    assert_eq!(v, serde_json::json!({"op": "close_stdin"}));
+    let v = serde_json::to_value(Response::ExecStarted {
+        pid: 3,
+        terminal: false,
+    })
+    .unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"kind": "exec_started", "body": {"pid": 3, "terminal": false}})
+    );
+    let v = serde_json::to_value(Response::ExecExited { exit_code: 3 }).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"kind": "exec_exited", "body": {"exit_code": 3}})
+    );
+    let v = serde_json::to_value(Response::Attached {
+        tty: true,
+        stdin: false,
+    })
+    .unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"kind": "attached", "body": {"tty": true, "stdin": false}})
+    );
+    let v = serde_json::to_value(Response::AttachEnded {
+        reason: ATTACH_ENDED_EXITED.into(),
+    })
+    .unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"kind": "attach_ended", "body": {"reason": "container exited"}})
+    );
 }
 
 #[test]
