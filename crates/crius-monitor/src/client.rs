@@ -326,8 +326,10 @@ impl MonitorClient {
 
     /// Attaches to a running container; `stdout`/`stderr` are the sinks (write ends).
     ///
-    /// `request.stdout`/`request.stderr` must match the sinks given. The session's
-    /// `stdin` is set when `request.stdin` was asked and the container has a stdin.
+    /// `request.stdout`/`request.stderr` must match the sinks given. The monitor makes
+    /// the sinks non-blocking (a flag of the shared file description), so pass ends
+    /// nobody else writes. The session's `stdin` is set when `request.stdin` was asked
+    /// and the container has a stdin.
     pub fn attach(
         mut self,
         request: protocol::Attach,

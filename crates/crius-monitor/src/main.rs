@@ -5,12 +5,15 @@
 //! in its own session with no controlling terminal and survives criusd), closes every
 //! inherited fd above stderr, pins the pod's namespaces, binds its socket, then reports
 //! `READY <pid>` (or `ERROR <message>`) on the stdout pipe criusd reads and serves
-//! until `Shutdown`. Its own log goes to `<state_dir>/monitor.log`.
+//! until `Shutdown`. Its own log goes to `<state_dir>/monitor.log`, which rotates to
+//! `monitor.log.1` beyond [`MAX_OWN_LOG`] bytes.
 #![deny(unsafe_code)]
 
 mod monitor;
 
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -125,7 +128,9 @@ fn setup(config: &PodConfig) -> Result<Monitor> {
     let _ = std::env::set_current_dir("/");
     redirect_stdio(config)?;
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(OwnLog {
+            path: config.log_path(),
+        })
         .with_ansi(false)
         .try_init();
     take_instance_lock(config)?;
@@ -175,12 +180,7 @@ fn take_instance_lock(config: &PodConfig) -> Result<()> {
 }
 
 fn redirect_stdio(config: &PodConfig) -> Result<()> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(config.log_path())
-        .map_err(|e| Error::io_at(&config.log_path(), e))?;
+    let log = open_own_log(&config.log_path()).map_err(|e| Error::io_at(&config.log_path(), e))?;
     let null =
         std::fs::File::open("/dev/null").map_err(|e| Error::io_at(Path::new("/dev/null"), e))?;
     nix::unistd::dup2_stdin(&null).map_err(|e| Error::sys("dup2 stdin", e))?;
@@ -196,4 +196,83 @@ fn listen(socket: &Path) -> Result<UnixListener> {
         .set_nonblocking(true)
         .map_err(|e| Error::io_at(socket, e))?;
     Ok(listener)
+}
+
+/// The size beyond which the monitor's own log rotates: a pod may live for months, and
+/// its monitor must not fill the disk with its own lines.
+const MAX_OWN_LOG: u64 = 4 << 20;
+
+fn open_own_log(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// The tracing writer: stderr (which is `monitor.log`, so panics land there too),
+/// rotated before an event once the file outgrew [`MAX_OWN_LOG`].
+struct OwnLog {
+    path: PathBuf,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for OwnLog {
+    type Writer = std::io::Stderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        let stderr = std::io::stderr();
+        if let Ok(Some(fresh)) = rotate_if_over(&self.path, stderr.as_fd(), MAX_OWN_LOG) {
+            let _ = nix::unistd::dup2_stderr(&fresh);
+        }
+        stderr
+    }
+}
+
+/// When `current` (the log open at `path`) holds `limit` bytes or more: renames `path`
+/// to `<path>.1`, replacing the previous one, and returns a fresh file at `path` for the
+/// caller to put in `current`'s place.
+fn rotate_if_over(
+    path: &Path,
+    current: BorrowedFd<'_>,
+    limit: u64,
+) -> std::io::Result<Option<File>> {
+    let size = nix::sys::stat::fstat(current)?.st_size;
+    if u64::try_from(size).unwrap_or(0) < limit {
+        return Ok(None);
+    }
+    let mut old = path.as_os_str().to_owned();
+    old.push(".1");
+    std::fs::rename(path, &old)?;
+    open_own_log(path).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_own_log_rotates_once_over_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("monitor.log");
+        let mut log = open_own_log(&path).unwrap();
+        log.write_all(&[b'a'; 40]).unwrap();
+        assert!(rotate_if_over(&path, log.as_fd(), 50).unwrap().is_none());
+        log.write_all(&[b'b'; 20]).unwrap();
+        let mut fresh = rotate_if_over(&path, log.as_fd(), 50).unwrap().unwrap();
+        fresh.write_all(b"new").unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("monitor.log.1"))
+                .unwrap()
+                .len(),
+            60
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        // A second rotation replaces the first one's file.
+        let again = rotate_if_over(&path, fresh.as_fd(), 3).unwrap();
+        assert!(again.is_some());
+        assert_eq!(
+            std::fs::read(dir.path().join("monitor.log.1")).unwrap(),
+            b"new"
+        );
+    }
 }

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! <state_dir>/pod.json                  PodConfig, written by spawn_monitor (criusd's)
-//! <state_dir>/monitor.log               the monitor's own log (criusd removes it)
+//! <state_dir>/monitor.log               the monitor's own log, rotated at 4 MiB to
+//!                                       monitor.log.1 (criusd removes both)
 //! <state_dir>/monitor.sock              the socket, 0600
 //! <state_dir>/monitor.lock              flock held by the live monitor
 //! <state_dir>/ns/{user,net,ipc,uts,pid} namespace pins (bind mounts of nsfs files)
