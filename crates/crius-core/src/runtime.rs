@@ -128,7 +128,7 @@ impl Runtime {
         let network = crate::network::build(
             &options.network,
             &options.root,
-            pod_cidr_of(&pod_cidr).as_deref(),
+            pod_cidr.read().ok().and_then(|c| c.clone()).as_deref(),
         )?;
         let cgroup_driver = options.cgroup_driver.resolve(systemd_booted());
         let cgroup_version = CgroupVersion::detect(&options.cgroup_root);
@@ -303,11 +303,12 @@ impl Runtime {
         for part in cidr.split(',') {
             validate_cidr(part.trim())?;
         }
+        // Built before the setting is saved: a CIDR the network refuses must not be kept
+        // for the next start to fail on.
+        let rebuilt = crate::network::build(&self.options.network, &self.options.root, Some(cidr))?;
         let txn = self.store.write()?;
         txn.set_setting(POD_CIDR_KEY, &cidr.to_string())?;
         txn.commit()?;
-        let v4 = cidr.split(',').map(str::trim).find(|c| c.contains('.'));
-        let rebuilt = crate::network::build(&self.options.network, &self.options.root, v4)?;
         let mut current = self.pod_cidr.write().unwrap_or_else(|p| p.into_inner());
         *current = Some(cidr.to_string());
         *self.network.write().unwrap_or_else(|p| p.into_inner()) = rebuilt;
@@ -452,18 +453,6 @@ fn create_private_dir(path: &Path, mode: u32) -> Result<()> {
         .create(path)
         .map_err(err)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err)
-}
-
-/// The IPv4 network of a (possibly dual-stack, comma-separated) pod CIDR setting.
-fn pod_cidr_of(cidr: &RwLock<Option<String>>) -> Option<String> {
-    let cidr = cidr
-        .read()
-        .map(|c| c.clone())
-        .unwrap_or_else(|p| p.into_inner().clone())?;
-    cidr.split(',')
-        .map(str::trim)
-        .find(|c| c.contains('.'))
-        .map(String::from)
 }
 
 /// A new 64-hex-digit id, as containerd and CRI-O make them.

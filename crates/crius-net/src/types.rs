@@ -113,6 +113,8 @@ pub struct PodNetworkStatus {
     pub interface: String,
     /// The default gateway, when known.
     pub gateway: Option<IpAddr>,
+    /// Which network attached the pod: `cni:<network name>` or `builtin:<bridge>`.
+    pub network: String,
 }
 
 /// Whether the network can set up pods (CRI `NetworkReady`).

@@ -119,6 +119,28 @@ pub struct Pod {
     pub containers: Vec<String>,
 }
 
+/// A pod's network as its runtime reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodNetwork {
+    /// The primary IP; empty when the pod got none (the runtime's pod network is off).
+    pub ip: String,
+    /// `cni:<name>` or `builtin:<bridge>` (crius only).
+    pub network: Option<String>,
+    /// Time the runtime spent attaching the network (crius only).
+    pub setup: Option<Duration>,
+}
+
+impl PodNetwork {
+    fn from_status(ip: String, info: &serde_json::Value) -> PodNetwork {
+        let net = &info["network"];
+        PodNetwork {
+            ip,
+            network: net["network"].as_str().map(str::to_string),
+            setup: net["setupMicros"].as_u64().map(Duration::from_micros),
+        }
+    }
+}
+
 /// Everything needed to create bench pods on one side; cheap to clone into tasks.
 #[derive(Debug, Clone)]
 pub struct Workload {
@@ -297,6 +319,32 @@ impl Workload {
         })
     }
 
+    /// What the runtime says about pod `id`'s network: its IP, and from verbose info (crius
+    /// puts it under `network`) the network that attached it and how long that took.
+    pub async fn network_of(&self, id: &str) -> Result<PodNetwork, RpcError> {
+        let mut client = self.client.clone();
+        let request = api::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: true,
+        };
+        let (status, _) = timed(
+            "PodSandboxStatus",
+            client.runtime.pod_sandbox_status(request),
+        )
+        .await?;
+        let ip = status
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
+        let info: serde_json::Value = status
+            .info
+            .get("info")
+            .and_then(|i| serde_json::from_str(i).ok())
+            .unwrap_or_default();
+        Ok(PodNetwork::from_status(ip, &info))
+    }
+
     /// Makes sure the bench image is present, pulling it (untimed) when it is not.
     /// Returns a note when it had to pull.
     pub async fn ensure_image(&self) -> Result<Option<String>, RpcError> {
@@ -365,6 +413,16 @@ mod tests {
             &tonic::Status::unimplemented("RunPodSandbox is not implemented yet"),
         );
         assert_eq!(e.to_string(), "RunPodSandbox unimplemented");
+    }
+
+    #[test]
+    fn crius_verbose_info_gives_the_network_and_its_setup_time() {
+        let info = serde_json::json!({"network": {"network": "cni:bench", "setupMicros": 1500}});
+        let n = PodNetwork::from_status("10.0.0.2".into(), &info);
+        assert_eq!(n.network.as_deref(), Some("cni:bench"));
+        assert_eq!(n.setup, Some(Duration::from_micros(1500)));
+        let other = PodNetwork::from_status("10.0.0.3".into(), &serde_json::Value::Null);
+        assert_eq!((other.network, other.setup), (None, None));
     }
 
     #[test]

@@ -86,6 +86,10 @@ enum Scenario {
     Pull,
     /// Start --pods pods; runtime RSS/PSS per pod, pod-start latency at N vs at 1.
     Density,
+    /// RunPodSandbox alone with the pod network on, then StopPodSandbox + RemovePodSandbox;
+    /// network setup time as the daemon reports it (crius: verbose PodSandboxStatus).
+    /// Compare CNI and the built-in network with two daemons, one configured for each.
+    PodNetwork,
 }
 
 fn positive(s: &str) -> Result<usize, String> {
@@ -157,6 +161,7 @@ async fn run_scenario(sides: &mut [Side], args: &Args, report: &mut Report) {
         }
         Scenario::Pull => scenario::pull(sides, n, report).await,
         Scenario::Density => scenario::density(sides, args.pods, c, report).await,
+        Scenario::PodNetwork => scenario::pod_network(sides, n, c, report).await,
     }
 }
 
@@ -179,6 +184,7 @@ async fn connect(
         failure: None,
         notes: Vec::new(),
         processes: Vec::new(),
+        network: None,
     };
     let mut work = None;
     match crius::client::connect(&socket).await {
@@ -369,6 +375,7 @@ mod tests {
             ("list", Scenario::List),
             ("pull", Scenario::Pull),
             ("density", Scenario::Density),
+            ("pod-network", Scenario::PodNetwork),
         ] {
             assert_eq!(parse(&["--scenario", name]).expect(name).scenario, want);
         }

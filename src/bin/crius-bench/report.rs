@@ -20,15 +20,23 @@ pub struct SideInfo {
     pub notes: Vec<String>,
     /// Command names of the processes counted as this runtime.
     pub processes: Vec<String>,
+    /// The pod network the side's pods got, when the runtime says (`cni:<name>`,
+    /// `builtin:<bridge>`); two crius daemons differing only in it are told apart by it.
+    pub network: Option<String>,
 }
 
 impl SideInfo {
-    /// "crius" or "containerd"; "A" when the runtime did not say.
-    pub fn label(&self) -> &str {
-        if self.runtime_name.is_empty() {
+    /// "crius" or "containerd", with the kind of pod network when known ("crius/cni");
+    /// "A" when the runtime did not say.
+    pub fn label(&self) -> String {
+        let name = if self.runtime_name.is_empty() {
             &self.side
         } else {
             &self.runtime_name
+        };
+        match self.network.as_deref().and_then(|n| n.split(':').next()) {
+            Some(kind) if !kind.is_empty() => format!("{name}/{kind}"),
+            _ => name.clone(),
         }
     }
 }
@@ -147,6 +155,9 @@ impl Report {
             if !s.processes.is_empty() {
                 let _ = writeln!(out, "    processes counted: {}", s.processes.join(", "));
             }
+            if let Some(n) = &s.network {
+                let _ = writeln!(out, "    pod network: {n}");
+            }
             for n in &s.notes {
                 let _ = writeln!(out, "    note: {n}");
             }
@@ -240,6 +251,7 @@ mod tests {
             failure: failure.map(str::to_string),
             notes: vec![],
             processes: vec![],
+            network: None,
         }
     }
 

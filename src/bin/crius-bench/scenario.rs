@@ -9,7 +9,7 @@ use std::time::Duration;
 use crius::api;
 use tokio::task::JoinSet;
 
-use crate::cri::{timed, RpcError, StartTimes, StopTimes, Workload};
+use crate::cri::{timed, PodNetwork, RpcError, StartTimes, StopTimes, Workload};
 use crate::procs::{Memory, ProcNames, ProcSet};
 use crate::report::{Report, SideInfo};
 
@@ -176,6 +176,54 @@ pub async fn pod_start(sides: &mut [Side], iterations: usize, concurrency: usize
         "whole cycle (start+stop+rm)",
         &column(&cycles, |c| c.0.total + c.1.stop_pod + c.1.remove_pod),
     );
+}
+
+/// RunPodSandbox of a pod with no container, the pod network on, then stop and remove it.
+/// A pod without an IP fails the side: the comparison is only about pods with a network.
+pub async fn pod_network(
+    sides: &mut [Side],
+    iterations: usize,
+    concurrency: usize,
+    r: &mut Report,
+) {
+    let cycles = alternate(sides, iterations, concurrency, |w| {
+        let w = w.clone();
+        async move {
+            let (pod, start) = w.start_pod(0).await?;
+            let network = w.network_of(&pod.id).await;
+            let stop = w.remove_pod(&pod.id).await?;
+            let network = network?;
+            if network.ip.is_empty() {
+                let msg = "the pod got no IP: is the runtime's pod network off?";
+                return Err(RpcError::other("PodSandboxStatus", msg));
+            }
+            Ok::<(Duration, PodNetwork, StopTimes), RpcError>((start.run_pod, network, stop))
+        }
+    })
+    .await;
+    for (side, samples) in sides.iter_mut().zip(&cycles) {
+        side.info.network = samples.iter().find_map(|c| c.1.network.clone());
+    }
+    r.latency("RunPodSandbox (network on)", &column(&cycles, |c| c.0));
+    let setup: Vec<Vec<Duration>> = cycles
+        .iter()
+        .map(|v| v.iter().filter_map(|c| c.1.setup).collect())
+        .collect();
+    let rest: Vec<Vec<Duration>> = cycles
+        .iter()
+        .map(|v| {
+            v.iter()
+                .filter_map(|c| Some(c.0.saturating_sub(c.1.setup?)))
+                .collect()
+        })
+        .collect();
+    r.latency("  network setup (daemon)", &setup);
+    r.latency("  the rest of RunPodSandbox", &rest);
+    r.latency(
+        "StopPodSandbox (network DEL)",
+        &column(&cycles, |c| c.2.stop_pod),
+    );
+    r.latency("RemovePodSandbox", &column(&cycles, |c| c.2.remove_pod));
 }
 
 /// ExecSync `/bin/true` in one running container; latency and runtime CPU per 1000 execs.

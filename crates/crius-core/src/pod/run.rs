@@ -87,8 +87,12 @@ impl Runtime {
             super::remove::shutdown_monitor(&pod_dir, Some(handle.pid)).map_err(|e| e.to_string())
         });
 
-        let ips =
+        let (ips, network_info) =
             self.attach_network(&mut rollback, &id, config, &monitor_config.ns_path("net"))?;
+        let mut spec = super::status::stored_spec(config);
+        if let Some(obj) = spec.as_object_mut() {
+            obj.insert("network".into(), network_info);
+        }
         let record = PodRecord {
             id: id.clone(),
             metadata: key,
@@ -113,7 +117,7 @@ impl Runtime {
             },
             cgroup_parent,
             monitor_socket: monitor_config.socket_path(),
-            spec: super::status::stored_spec(config),
+            spec,
         };
         let txn = self.store().write()?;
         txn.pods().insert(&record)?;
@@ -166,6 +170,7 @@ fn validate(config: &PodConfig) -> Result<()> {
             config.hostname
         ));
     }
+    crate::network::pod_bandwidth(&config.annotations)?;
     sysctl::validate(
         &config.sysctls,
         config.privileged,
@@ -186,58 +191,79 @@ fn validate(config: &PodConfig) -> Result<()> {
 
 impl Runtime {
     /// Attaches the pod's network namespace to the pod network (not for host-network pods,
-    /// nor when networking is off) and registers the detach with `rollback`.
+    /// nor when networking is off) and registers the detach with `rollback`. Returns the
+    /// pod's addresses (primary first) and what `PodSandboxStatus` verbose info shows of the
+    /// attachment: the network, interface, gateway and how long the setup took (the
+    /// benchmark reads `setupMicros` to tell network time from the rest of RunPodSandbox).
     fn attach_network(
         &self,
         rollback: &mut Rollback,
         id: &str,
         config: &PodConfig,
         netns: &std::path::Path,
-    ) -> Result<Vec<String>> {
+    ) -> Result<(Vec<String>, serde_json::Value)> {
         let Some(network) = self.network().filter(|_| !config.host_network) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), serde_json::Value::Null));
         };
-        let request = network_request(id, config, netns);
+        let request = self.network_request(id, config, netns);
+        let started = std::time::Instant::now();
         let status = network.setup(&request)?;
+        let took = started.elapsed();
         rollback.push("detach pod network", move || {
             network.teardown(&request).map_err(|e| e.to_string())
         });
-        Ok(status.ips.iter().map(ToString::to_string).collect())
+        tracing::debug!(pod_id = %id, network = %status.network, setup_us = took.as_micros(), "pod network attached");
+        let info = serde_json::json!({
+            "network": status.network,
+            "interface": status.interface,
+            "gateway": status.gateway,
+            "setupMicros": u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        });
+        Ok((status.ips.iter().map(ToString::to_string).collect(), info))
     }
 }
 
-/// What the network plugin needs to attach or detach pod `id`.
-pub(crate) fn network_request(
-    id: &str,
-    config: &PodConfig,
-    netns: &std::path::Path,
-) -> crius_net::PodNetworkRequest {
-    use super::config::Protocol;
-    crius_net::PodNetworkRequest {
-        pod_id: id.to_string(),
-        pod_name: config.name.clone(),
-        pod_namespace: config.namespace.clone(),
-        pod_uid: config.uid.clone(),
-        netns_path: netns.to_path_buf(),
-        port_mappings: config
-            .port_mappings
-            .iter()
-            .map(|p| crius_net::PortMapping {
-                protocol: match p.protocol {
-                    Protocol::Tcp => crius_net::Protocol::Tcp,
-                    Protocol::Udp => crius_net::Protocol::Udp,
-                    Protocol::Sctp => crius_net::Protocol::Sctp,
-                },
-                container_port: p.container_port,
-                host_port: p.host_port,
-                host_ip: p.host_ip,
-            })
-            .collect(),
-        dns: config.dns.as_ref().map(|d| crius_net::DnsConfig {
-            servers: d.servers.clone(),
-            searches: d.searches.clone(),
-            options: d.options.clone(),
-        }),
-        ..Default::default()
+impl Runtime {
+    /// What the network plugin needs to attach pod `id`: its names, netns, host ports and
+    /// DNS, the traffic shaping kubelet's bandwidth annotations ask for, and the pod CIDR
+    /// (from kubelet or the config) as `ipRanges` for IPAM plugins that take it.
+    pub(crate) fn network_request(
+        &self,
+        id: &str,
+        config: &PodConfig,
+        netns: &std::path::Path,
+    ) -> crius_net::PodNetworkRequest {
+        use super::config::Protocol;
+        crius_net::PodNetworkRequest {
+            pod_id: id.to_string(),
+            pod_name: config.name.clone(),
+            pod_namespace: config.namespace.clone(),
+            pod_uid: config.uid.clone(),
+            netns_path: netns.to_path_buf(),
+            port_mappings: config
+                .port_mappings
+                .iter()
+                .map(|p| crius_net::PortMapping {
+                    protocol: match p.protocol {
+                        Protocol::Tcp => crius_net::Protocol::Tcp,
+                        Protocol::Udp => crius_net::Protocol::Udp,
+                        Protocol::Sctp => crius_net::Protocol::Sctp,
+                    },
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                    host_ip: p.host_ip,
+                })
+                .collect(),
+            dns: config.dns.as_ref().map(|d| crius_net::DnsConfig {
+                servers: d.servers.clone(),
+                searches: d.searches.clone(),
+                options: d.options.clone(),
+            }),
+            // Validated in `validate`, so an error here cannot happen; no shaping then.
+            bandwidth: crate::network::pod_bandwidth(&config.annotations)
+                .ok()
+                .flatten(),
+            ip_ranges: crate::network::ip_ranges(self.pod_cidr().as_deref()),
+        }
     }
 }

@@ -102,6 +102,7 @@ fn status(p: &PodRecord) -> PodStatus {
         info: serde_json::json!({
             "monitorSocket": p.monitor_socket,
             "netns": p.netns_path,
+            "network": p.spec.get("network"),
             "cgroupParent": p.cgroup_parent,
             "hostname": p.hostname,
             "logDirectory": p.log_directory,

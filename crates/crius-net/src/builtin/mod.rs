@@ -295,6 +295,7 @@ impl NetworkPlugin for BuiltinNetwork {
             ips,
             interface: "eth0".to_owned(),
             gateway: Some(IpAddr::V4(rec.cidr.gateway())),
+            network: format!("builtin:{}", self.opts.bridge),
         })
     }
 

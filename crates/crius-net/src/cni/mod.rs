@@ -184,13 +184,14 @@ impl CniNetwork {
         let attempt = || -> Result<PodNetworkStatus> {
             crate::netns::loopback_up(&req.netns_path)?;
             let result = self.add_chain(list, &run)?;
-            let status = result::pod_status(&result, &self.opts.ifname).map_err(|reason| {
+            let mut status = result::pod_status(&result, &self.opts.ifname).map_err(|reason| {
                 Error::PluginOutput {
                     plugin: list.plugin_type(list.plugins.len() - 1).to_owned(),
                     command: "ADD",
                     reason,
                 }
             })?;
+            status.network = format!("cni:{}", list.name);
             let mut entry = CacheEntry::new(&req.pod_id, &self.opts.ifname, &req.netns_path, &args);
             entry.source = list.source.clone();
             entry.config = list.to_json();

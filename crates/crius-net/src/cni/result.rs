@@ -75,6 +75,7 @@ pub(crate) fn pod_status(result: &Value, ifname: &str) -> Result<PodNetworkStatu
         ips: primary_first(addrs.into_iter().map(|(a, _)| a).collect()),
         interface: interface.unwrap_or_else(|| ifname.to_owned()),
         gateway,
+        network: String::new(),
     })
 }
 
