@@ -3,8 +3,8 @@
 //!
 //! - [`CniNetwork`] runs CNI plugins (ADD/DEL/CHECK) from the first config of a conf dir,
 //!   caching each ADD so DEL works after a daemon restart.
-//! - [`BuiltinNetwork`] needs no setup: a bridge, a veth pair per pod, IPv4 addresses from
-//!   the pod CIDR with a file-based IPAM, host ports through iptables DNAT; all interface
+//! - [`BuiltinNetwork`] needs no setup: a bridge, a veth pair per pod, IPv4 (and IPv6) addresses from
+//!   the pod CIDR with a file-based IPAM, host ports through iptables/ip6tables DNAT; all interface
 //!   work through netlink.
 //! - [`AutoNetwork`] uses CNI when a config exists and the built-in network otherwise.
 //! - [`resolv_conf`] and [`hostname_file`] render a pod's resolv.conf and /etc/hostname.

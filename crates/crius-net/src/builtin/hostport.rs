@@ -13,12 +13,16 @@
 //!   the host; this rewrites only host-loopback traffic into the bridge, nothing towards the
 //!   outside.
 //!
+//! IPv6 (dual-stack pods) gets the same chains through `ip6tables`: a mapping without a host
+//! IP is forwarded on both families, one with a host IP on that IP's family only. IPv6 has
+//! no `route_localnet`: an IPv6 host port answers on the host's other addresses, not on
+//! `[::1]` (as with kube-proxy).
+//!
 //! Limits: clients on other machines reach a host port only when the host forwards
 //! (`net.ipv4.ip_forward=1` and a FORWARD policy that accepts), which crius leaves to the
-//! operator; a pod reaching its own host port (hairpin) is not supported; host ports are
-//! IPv4 only.
+//! operator; a pod reaching its own host port (hairpin) is not supported.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,6 +32,8 @@ use crate::types::PortMapping;
 
 /// Where Debian's `iptables` package installs the binary.
 const IPTABLES_CANDIDATES: [&str; 2] = ["/usr/sbin/iptables", "/sbin/iptables"];
+/// Where it installs the IPv6 one.
+const IP6TABLES_CANDIDATES: [&str; 2] = ["/usr/sbin/ip6tables", "/sbin/ip6tables"];
 
 /// Finds the `iptables` binary.
 pub(crate) fn find_iptables() -> Option<PathBuf> {
@@ -37,19 +43,47 @@ pub(crate) fn find_iptables() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// The iptables rules of one built-in network.
+/// Finds the `ip6tables` binary.
+pub(crate) fn find_ip6tables() -> Option<PathBuf> {
+    IP6TABLES_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// The iptables (or ip6tables) rules of one built-in network.
 #[derive(Debug, Clone)]
 pub(crate) struct HostPorts {
     bin: PathBuf,
     bridge: String,
+    ipv6: bool,
 }
 
 impl HostPorts {
+    /// The IPv4 rules, through `bin` (iptables).
     pub(crate) fn new(bin: &Path, bridge: &str) -> Self {
         HostPorts {
             bin: bin.to_owned(),
             bridge: bridge.to_owned(),
+            ipv6: false,
         }
+    }
+
+    /// The IPv6 rules, through `bin` (ip6tables).
+    pub(crate) fn new_v6(bin: &Path, bridge: &str) -> Self {
+        HostPorts {
+            ipv6: true,
+            ..HostPorts::new(bin, bridge)
+        }
+    }
+
+    /// Whether mapping `m` is forwarded on this family.
+    fn serves(&self, m: &PortMapping) -> bool {
+        m.host_port != 0
+            && match m.host_ip {
+                None => true,
+                Some(ip) => ip.is_ipv6() == self.ipv6,
+            }
     }
 
     fn dnat_chain(&self) -> String {
@@ -117,12 +151,17 @@ impl HostPorts {
     /// Creates the chains and jumps (idempotent) and enables `route_localnet` on the bridge.
     pub(crate) fn ensure_chains(&self) -> Result<()> {
         let dnat = self.dnat_chain();
-        let masq = self.masq_chain();
         self.ensure_chain(&dnat)?;
-        self.ensure_chain(&masq)?;
         let jump_local = strings(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", &dnat]);
         self.ensure_rule("PREROUTING", &jump_local)?;
         self.ensure_rule("OUTPUT", &jump_local)?;
+        if self.ipv6 {
+            // The kernel never routes a packet from ::1 out of the host (IPv6 has no
+            // route_localnet), so there is no loopback to masquerade.
+            return Ok(());
+        }
+        let masq = self.masq_chain();
+        self.ensure_chain(&masq)?;
         self.ensure_rule("POSTROUTING", &strings(&["-j", &masq]))?;
         let loopback_masq = strings(&["-s", "127.0.0.0/8", "-o", &self.bridge, "-j", "MASQUERADE"]);
         self.ensure_rule(&masq, &loopback_masq)?;
@@ -153,11 +192,17 @@ impl HostPorts {
         self.ensure_rule("POSTROUTING", &rule)
     }
 
-    fn dnat_rule(pod_id: &str, ip: Ipv4Addr, m: &PortMapping) -> Vec<String> {
+    fn dnat_rule(pod_id: &str, ip: IpAddr, m: &PortMapping) -> Vec<String> {
         let mut rule = strings(&["-p", m.protocol.as_str()]);
-        if let Some(IpAddr::V4(host_ip)) = m.host_ip {
-            rule.extend(strings(&["-d", &format!("{host_ip}/32")]));
+        match m.host_ip {
+            Some(IpAddr::V4(host_ip)) => rule.extend(strings(&["-d", &format!("{host_ip}/32")])),
+            Some(IpAddr::V6(host_ip)) => rule.extend(strings(&["-d", &format!("{host_ip}/128")])),
+            None => {}
         }
+        let to = match ip {
+            IpAddr::V4(ip) => format!("{ip}:{}", m.container_port),
+            IpAddr::V6(ip) => format!("[{ip}]:{}", m.container_port),
+        };
         rule.extend(strings(&[
             "-m",
             m.protocol.as_str(),
@@ -170,24 +215,25 @@ impl HostPorts {
             "-j",
             "DNAT",
             "--to-destination",
-            &format!("{ip}:{}", m.container_port),
+            &to,
         ]));
         rule
     }
 
-    /// Adds the DNAT rules of `pod_id`.
-    pub(crate) fn add(&self, pod_id: &str, ip: Ipv4Addr, ports: &[PortMapping]) -> Result<()> {
+    /// Adds the DNAT rules of `pod_id` (at `ip`, of this family) for the mappings this
+    /// family serves.
+    pub(crate) fn add(&self, pod_id: &str, ip: IpAddr, ports: &[PortMapping]) -> Result<()> {
         let chain = self.dnat_chain();
-        for m in ports.iter().filter(|m| m.host_port != 0) {
+        for m in ports.iter().filter(|m| self.serves(m)) {
             self.ensure_rule(&chain, &Self::dnat_rule(pod_id, ip, m))?;
         }
         Ok(())
     }
 
     /// Removes the DNAT rules of `pod_id`; rules already gone are fine.
-    pub(crate) fn remove(&self, pod_id: &str, ip: Ipv4Addr, ports: &[PortMapping]) -> Result<()> {
+    pub(crate) fn remove(&self, pod_id: &str, ip: IpAddr, ports: &[PortMapping]) -> Result<()> {
         let chain = self.dnat_chain();
-        for m in ports.iter().filter(|m| m.host_port != 0) {
+        for m in ports.iter().filter(|m| self.serves(m)) {
             let rule = Self::dnat_rule(pod_id, ip, m);
             let mut check = vec!["-C".to_owned(), chain.clone()];
             check.extend_from_slice(&rule);
@@ -200,7 +246,7 @@ impl HostPorts {
         Ok(())
     }
 
-    /// Removes the chains, their jumps and the masquerade rule (uninstall).
+    /// Removes the chains, their jumps and (IPv4) the masquerade rule (uninstall).
     pub(crate) fn remove_all(&self, cidr: Ipv4Cidr) -> Result<()> {
         let dnat = self.dnat_chain();
         let masq = self.masq_chain();
@@ -214,18 +260,20 @@ impl HostPorts {
             del.extend(rule);
             while self.try_run(&del)?.0 {}
         }
-        let net = cidr.to_string();
-        let comment = format!("crius:masquerade:{}", self.bridge);
-        let mut del = strings(&["-D", "POSTROUTING", "-s", &net, "!", "-d", &net]);
-        del.extend(strings(&[
-            "-m",
-            "comment",
-            "--comment",
-            &comment,
-            "-j",
-            "MASQUERADE",
-        ]));
-        while self.try_run(&del)?.0 {}
+        if !self.ipv6 {
+            let net = cidr.to_string();
+            let comment = format!("crius:masquerade:{}", self.bridge);
+            let mut del = strings(&["-D", "POSTROUTING", "-s", &net, "!", "-d", &net]);
+            del.extend(strings(&[
+                "-m",
+                "comment",
+                "--comment",
+                &comment,
+                "-j",
+                "MASQUERADE",
+            ]));
+            while self.try_run(&del)?.0 {}
+        }
         for chain in [dnat, masq] {
             if self.try_run(&["-S".to_owned(), chain.clone()])?.0 {
                 self.run(&["-F".to_owned(), chain.clone()])?;

@@ -55,7 +55,8 @@ pub struct BuiltinOptions {
     pub bridge: String,
     /// The pod CIDR; the bridge gets its first address, pods the rest.
     pub pod_cidr: Ipv4Cidr,
-    /// An IPv6 pod CIDR for dual-stack pods (none by default). Host ports stay IPv4.
+    /// An IPv6 pod CIDR for dual-stack pods (none by default); host ports then forward
+    /// IPv6 too.
     pub pod_cidr_v6: Option<Ipv6Cidr>,
     /// Where the state file (`network.json`) and its lock live.
     pub state_dir: PathBuf,
@@ -144,6 +145,9 @@ impl BuiltinNetwork {
         if let Some(bin) = hostport::find_iptables() {
             HostPorts::new(&bin, &self.opts.bridge).remove_all(self.opts.pod_cidr)?;
         }
+        if let Some(bin) = hostport::find_ip6tables() {
+            HostPorts::new_v6(&bin, &self.opts.bridge).remove_all(self.opts.pod_cidr)?;
+        }
         let mut nl = Netlink::open().map_err(|source| Error::Netlink {
             op: "open socket".into(),
             source,
@@ -159,6 +163,15 @@ impl BuiltinNetwork {
         Ok(HostPorts::new(&bin, &self.opts.bridge))
     }
 
+    /// The IPv6 host-port rules, for pods with an IPv6 address.
+    fn host_ports_v6(&self) -> Result<HostPorts> {
+        let bin = hostport::find_ip6tables().ok_or_else(|| Error::Iptables {
+            args: String::new(),
+            reason: "ip6tables not found: install the iptables package for ipv6 host ports".into(),
+        })?;
+        Ok(HostPorts::new_v6(&bin, &self.opts.bridge))
+    }
+
     fn validate_ports(&self, req: &PodNetworkRequest) -> Result<()> {
         let mapped = req.port_mappings.iter().any(|m| m.host_port != 0);
         if mapped && self.opts.host_ports == HostPortMode::Disabled {
@@ -167,18 +180,21 @@ impl BuiltinNetwork {
                 reason: "host ports are disabled for the built-in network".into(),
             });
         }
-        if let Some(m) = req
-            .port_mappings
-            .iter()
-            .find(|m| matches!(m.host_ip, Some(IpAddr::V6(_))))
-        {
-            return Err(Error::InvalidRequest {
-                field: "port_mappings",
-                reason: format!(
-                    "host ip {:?} is ipv6; the built-in network is ipv4 only",
-                    m.host_ip
-                ),
-            });
+        if self.opts.pod_cidr_v6.is_none() {
+            if let Some(m) = req
+                .port_mappings
+                .iter()
+                .find(|m| m.host_port != 0 && matches!(m.host_ip, Some(IpAddr::V6(_))))
+            {
+                return Err(Error::InvalidRequest {
+                    field: "port_mappings",
+                    reason: format!(
+                        "host ip {:?} is ipv6 but the built-in network has no ipv6 pod cidr; \
+                         add one to pod_cidr (\"10.88.0.0/16,fd00:88::/64\")",
+                        m.host_ip
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -246,10 +262,21 @@ impl BuiltinNetwork {
             }
             Some(hp)
         };
+        let host_ports_v6 = match rec.ip6 {
+            Some(ip6) if !rec.ports.is_empty() => {
+                let hp = self.host_ports_v6()?;
+                hp.ensure_chains()?;
+                Some((hp, ip6))
+            }
+            _ => None,
+        };
         link::create_veth(&mut nl, &rec.host_veth, &req.netns_path, bridge)?;
         link::configure_pod(&req.netns_path, rec)?;
         if let Some(hp) = host_ports {
-            hp.add(&req.pod_id, rec.ip, &rec.ports)?;
+            hp.add(&req.pod_id, IpAddr::V4(rec.ip), &rec.ports)?;
+        }
+        if let Some((hp, ip6)) = host_ports_v6 {
+            hp.add(&req.pod_id, IpAddr::V6(ip6), &rec.ports)?;
         }
         Ok(())
     }
@@ -266,7 +293,12 @@ impl BuiltinNetwork {
         })?;
         link::delete_link(&mut nl, &host_veth)?;
         if let Some(rec) = rec.as_ref().filter(|r| !r.ports.is_empty()) {
-            self.host_ports()?.remove(pod_id, rec.ip, &rec.ports)?;
+            self.host_ports()?
+                .remove(pod_id, IpAddr::V4(rec.ip), &rec.ports)?;
+            if let Some(ip6) = rec.ip6 {
+                self.host_ports_v6()?
+                    .remove(pod_id, IpAddr::V6(ip6), &rec.ports)?;
+            }
         }
         self.store
             .update(|db| Ok((db.pods.remove(pod_id).is_some(), ())))

@@ -99,15 +99,15 @@ fn builtin_passes_the_conformance_suite() {
 }
 
 #[test]
-fn sixty_pods_set_up_and_torn_down_leave_no_veth_address_or_record() {
+fn two_hundred_pods_set_up_and_torn_down_leave_no_veth_address_or_record() {
     let Some(env) = Env::new(
-        "sixty_pods_set_up_and_torn_down_leave_no_veth_address_or_record",
+        "two_hundred_pods_set_up_and_torn_down_leave_no_veth_address_or_record",
         24,
     ) else {
         return;
     };
     let net = env.net();
-    let pods: Vec<(TestNetns, String)> = (0..60)
+    let pods: Vec<(TestNetns, String)> = (0..200)
         .map(|i| (TestNetns::new(), format!("many-{i}")))
         .collect();
     let mut ips = std::collections::HashSet::new();
@@ -115,7 +115,7 @@ fn sixty_pods_set_up_and_torn_down_leave_no_veth_address_or_record() {
         let st = net.setup(&request(id, ns)).unwrap();
         assert!(ips.insert(st.ips[0]), "{} given twice", st.ips[0]);
     }
-    assert_eq!(env.records(), 60);
+    assert_eq!(env.records(), 200);
     for (ns, id) in &pods {
         net.teardown(&request(id, ns)).unwrap();
     }
@@ -266,4 +266,82 @@ fn concurrent_setups_share_one_bridge_and_never_share_an_address() {
     assert_eq!(env.records(), 0);
     let gw = IpAddr::V4(env.opts.pod_cidr.gateway());
     assert_eq!(env.bridge_addresses(), vec![(gw, 24)]);
+}
+
+#[test]
+fn dual_stack_host_port_answers_on_ipv4_and_ipv6_and_leaves_no_rule() {
+    let name = "dual_stack_host_port_answers_on_ipv4_and_ipv6_and_leaves_no_rule";
+    let Some(mut env) = Env::new(name, 24) else {
+        return;
+    };
+    let Some(ip6tables) = super::hostport::find_ip6tables() else {
+        eprintln!("SKIPPED {name}: ip6tables not installed");
+        return;
+    };
+    let [_, _, a, b] = crate::testutil::hash(name).to_be_bytes();
+    env.opts.pod_cidr_v6 = Some(format!("fd00:d{a:02x}:{b:02x}::/64").parse().unwrap());
+    let net = env.net();
+    let ns = TestNetns::new();
+    let host_port = port_for(name);
+    let mut req = request("hp6", &ns);
+    req.port_mappings.push(PortMapping {
+        protocol: Protocol::Tcp,
+        container_port: 7200,
+        host_port,
+        host_ip: None,
+    });
+    let st = net.setup(&req).unwrap();
+    let v6_rules = || HostPorts::new_v6(&ip6tables, &env.opts.bridge).rules();
+    assert_eq!(v6_rules().len(), 1, "{:?}", v6_rules());
+    assert!(v6_rules()[0].contains(&format!("[{}]:7200", st.ips[1])));
+    // IPv6 needs the addresses to leave duplicate address detection first: retry a while.
+    let reach = |addr: std::net::SocketAddr| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let server = crate::testutil::serve_once_on(ns.path(), "::".parse().unwrap(), 7200);
+            let result = crate::testutil::ping(None, addr);
+            if result.is_err() {
+                // Unblock the server thread so it can be joined.
+                let _ = crate::testutil::ping(
+                    Some(ns.path()),
+                    (std::net::Ipv6Addr::LOCALHOST, 7200).into(),
+                );
+            }
+            server.join().unwrap();
+            match result {
+                Ok(()) => return,
+                Err(e) if std::time::Instant::now() > deadline => panic!("{addr}: {e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        }
+    };
+    // From the host to one of its own IPv6 addresses (the bridge's; ::1 cannot be routed
+    // out of the host), and on IPv4 loopback.
+    let gw6 = env.opts.pod_cidr_v6.unwrap().gateway();
+    reach((gw6, host_port).into());
+    reach((Ipv4Addr::LOCALHOST, host_port).into());
+    net.teardown(&req).unwrap();
+    assert!(v6_rules().is_empty(), "{:?}", v6_rules());
+    assert!(env.dnat_rules().is_empty());
+    assert_eq!(env.records(), 0);
+}
+
+#[test]
+fn ipv6_host_ip_without_an_ipv6_pod_cidr_is_invalid_argument() {
+    let name = "ipv6_host_ip_without_an_ipv6_pod_cidr_is_invalid_argument";
+    let Some(env) = Env::new(name, 24) else {
+        return;
+    };
+    let ns = TestNetns::new();
+    let mut req = request("hp6-none", &ns);
+    req.port_mappings.push(PortMapping {
+        protocol: Protocol::Tcp,
+        container_port: 80,
+        host_port: port_for(name),
+        host_ip: Some("::1".parse().unwrap()),
+    });
+    let err = env.net().setup(&req).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("pod_cidr"), "{err}");
+    assert_eq!(env.records(), 0);
 }
