@@ -56,7 +56,9 @@ pub struct Config {
     pub cgroup_driver: CgroupDriverChoice,
     /// Where the cgroup filesystem is mounted.
     pub cgroup_root: PathBuf,
-    /// Pod network CIDR used until kubelet sends one through UpdateRuntimeConfig.
+    /// Pod network CIDR used until kubelet sends one through UpdateRuntimeConfig; for
+    /// dual-stack pods on the built-in network, one IPv4 and one IPv6 network separated by
+    /// a comma (`10.88.0.0/16,fd00:88::/64`).
     pub pod_cidr: String,
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish before criusd exits.
     /// Containers keep running either way.
