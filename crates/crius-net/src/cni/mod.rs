@@ -181,7 +181,15 @@ impl CniNetwork {
             args: &args,
             runtime_config: &runtime_config,
         };
+        let mut entry = CacheEntry::new(&req.pod_id, &self.opts.ifname, &req.netns_path, &args);
+        entry.source = list.source.clone();
+        entry.config = list.to_json();
+        entry.runtime_config = runtime_config.clone();
         let attempt = || -> Result<PodNetworkStatus> {
+            // Recorded before any plugin runs (with no result yet), so that a daemon that
+            // dies during ADD still finds the pod to DEL; without an entry, teardown has
+            // nothing to do.
+            cache::write(&self.opts.cache_dir, &entry)?;
             crate::netns::loopback_up(&req.netns_path)?;
             let result = self.add_chain(list, &run)?;
             let mut status = result::pod_status(&result, &self.opts.ifname).map_err(|reason| {
@@ -192,12 +200,11 @@ impl CniNetwork {
                 }
             })?;
             status.network = format!("cni:{}", list.name);
-            let mut entry = CacheEntry::new(&req.pod_id, &self.opts.ifname, &req.netns_path, &args);
-            entry.source = list.source.clone();
-            entry.config = list.to_json();
-            entry.runtime_config = runtime_config.clone();
-            entry.result = result;
-            cache::write(&self.opts.cache_dir, &entry)?;
+            let done = CacheEntry {
+                result,
+                ..entry.clone()
+            };
+            cache::write(&self.opts.cache_dir, &done)?;
             Ok(status)
         };
         attempt().map_err(|source| {
@@ -227,42 +234,21 @@ impl NetworkPlugin for CniNetwork {
 
     fn teardown(&self, req: &PodNetworkRequest) -> Result<()> {
         validate_pod_id(&req.pod_id)?;
-        let (list, netns, args, runtime_config, prev) = match cache::read(
-            &self.opts.cache_dir,
-            &req.pod_id,
-        )? {
-            Some(entry) => {
-                let list = config::parse(&entry.source, entry.config)?;
-                let netns = if req.netns_path.as_os_str().is_empty() {
-                    entry.netns
-                } else {
-                    req.netns_path.clone()
-                };
-                (
-                    list,
-                    netns,
-                    entry.cni_args,
-                    entry.runtime_config,
-                    Some(entry.result),
-                )
-            }
-            None => match self.load() {
-                // Nothing cached: the pod was most likely never set up (or its ADD
-                // failed and was rolled back). DEL is only attempted when the current
-                // config is usable; a broken one must not make stop fail forever.
-                Err(e) => {
-                    tracing::warn!(pod_id = %req.pod_id, error = %e, "no cni cache and no usable config, skipping del");
-                    return Ok(());
-                }
-                Ok(list) => (
-                    list,
-                    req.netns_path.clone(),
-                    cni_args(req),
-                    runtime_config(req),
-                    None,
-                ),
-            },
+        // No entry: never set up by CNI, rolled back, or already torn down. Running DEL
+        // again would cost a plugin run per plugin on every RemovePodSandbox after a stop.
+        let Some(entry) = cache::read(&self.opts.cache_dir, &req.pod_id)? else {
+            tracing::debug!(pod_id = %req.pod_id, "no cni cache entry, nothing to del");
+            return Ok(());
         };
+        let list = config::parse(&entry.source, entry.config)?;
+        let netns = if req.netns_path.as_os_str().is_empty() {
+            entry.netns
+        } else {
+            req.netns_path.clone()
+        };
+        let (args, runtime_config) = (entry.cni_args, entry.runtime_config);
+        // An ADD that never finished left no result to pass as prevResult.
+        let prev = Some(entry.result).filter(|r| !r.is_null());
         let run = ChainRun {
             pod_id: &req.pod_id,
             netns: &netns,
@@ -282,6 +268,12 @@ impl NetworkPlugin for CniNetwork {
                 pod_id: req.pod_id.clone(),
                 reason: "no cni result cached for it".into(),
             })?;
+        if entry.result.is_null() {
+            return Err(Error::Inconsistent {
+                pod_id: req.pod_id.clone(),
+                reason: "its cni ADD never finished; stop the pod to release it".into(),
+            });
+        }
         let list = config::parse(&entry.source, entry.config)?;
         if !list.has_check() || list.disable_check {
             return Ok(());

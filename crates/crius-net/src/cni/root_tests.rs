@@ -327,3 +327,50 @@ exit 0"#,
         "svc.cluster.local"
     );
 }
+
+#[test]
+fn del_runs_once_and_also_for_an_add_cut_short_by_a_crash() {
+    let Some(env) = Env::new("del_runs_once_and_also_for_an_add_cut_short_by_a_crash") else {
+        return;
+    };
+    let log = env.dir.path().join("calls");
+    env.script(
+        "spy",
+        &format!(
+            r#"cat > /dev/null; echo "$CNI_COMMAND" >> {log}
+[ "$CNI_COMMAND" = ADD ] && echo '{{"cniVersion":"1.0.0","ips":[{{"address":"10.98.0.5/24"}}]}}'
+exit 0"#,
+            log = log.display()
+        ),
+    );
+    let conf = json!({"cniVersion": "1.0.0", "name": "spy", "plugins": [{"type": "spy"}]});
+    std::fs::write(
+        env.dir.path().join("conf/10-spy.conflist"),
+        conf.to_string(),
+    )
+    .unwrap();
+    let calls = || std::fs::read_to_string(&log).unwrap_or_default();
+    let ns = TestNetns::new();
+    let req = request("cni-once", &ns);
+    let net = CniNetwork::new(env.options());
+    net.setup(&req).unwrap();
+    net.teardown(&req).unwrap();
+    // Stop then remove: the second teardown finds no entry and runs no plugin.
+    net.teardown(&req).unwrap();
+    assert_eq!(calls(), "ADD\nDEL\n");
+
+    // A daemon that died during ADD left the entry written before the plugins ran, with
+    // no result: teardown after the restart still runs DEL, without a prevResult.
+    let mut pending =
+        super::cache::CacheEntry::new("cni-once", "eth0", ns.path(), "IgnoreUnknown=1");
+    pending.source = env.dir.path().join("conf/10-spy.conflist");
+    pending.config = conf;
+    super::cache::write(&env.options().cache_dir, &pending).unwrap();
+    assert_eq!(
+        net.check(&req).unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
+    CniNetwork::new(env.options()).teardown(&req).unwrap();
+    assert_eq!(calls(), "ADD\nDEL\nDEL\n");
+    assert!(!env.options().cache_dir.join("cni-once.json").exists());
+}
