@@ -575,3 +575,54 @@ async fn broken_cni_configs_fail_run_pod_clearly_and_leak_no_pod_or_netns() {
     drop(guard);
     remove_idle_portmap_chains();
 }
+
+#[tokio::test]
+async fn a_network_left_by_a_crash_inside_run_pod_is_released_at_start() {
+    if !crius_testkit::require_root("a_network_left_by_a_crash_inside_run_pod_is_released_at_start")
+    {
+        return;
+    }
+    let layout = common::Layout::new("net-stale");
+    let conf_dir = layout.scratch.path().join("net.d");
+    let bin_dir = layout.scratch.path().join("bin");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let log = layout.scratch.path().join("calls");
+    script(
+        &bin_dir,
+        "spy",
+        &format!(
+            r#"cat > /dev/null; echo "$CNI_COMMAND $CNI_CONTAINERID" >> {}"#,
+            log.display()
+        ),
+    );
+    let conf =
+        serde_json::json!({"cniVersion": "1.0.0", "name": "spy", "plugins": [{"type": "spy"}]});
+    let conf_file = conf_dir.join("10-spy.conflist");
+    std::fs::write(&conf_file, conf.to_string()).unwrap();
+    layout.set_network(
+        "",
+        &format!(
+            "mode = \"cni\"\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"{}\"]",
+            conf_dir.display(),
+            bin_dir.display()
+        ),
+    );
+    // What an ADD leaves in the cache before its plugins run, for a pod the store never
+    // recorded (criusd died inside RunPodSandbox).
+    let cache = layout.root.join("cni/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let entry = serde_json::json!({
+        "version": 1, "pod_id": "stalepod", "ifname": "eth0", "netns": "/nonexistent/net",
+        "cni_args": "IgnoreUnknown=1", "source": conf_file, "config": conf,
+        "runtime_config": {}, "result": null,
+    });
+    std::fs::write(cache.join("stalepod.json"), entry.to_string()).unwrap();
+    let daemon = Daemon::start(&layout, &[]);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        "DEL stalepod\n"
+    );
+    assert!(!cache.join("stalepod.json").exists());
+    drop(daemon);
+}

@@ -60,6 +60,14 @@ impl NetworkPlugin for AutoNetwork {
     fn status(&self) -> NetworkReadiness {
         self.current().status()
     }
+
+    fn attached(&self) -> Result<Vec<String>> {
+        let mut pods = self.cni.attached()?;
+        pods.extend(self.builtin.attached()?);
+        pods.sort();
+        pods.dedup();
+        Ok(pods)
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,11 @@ pub(crate) fn conformance_suite(fx: &Fixture<'_>) {
 
     let st_a = net.setup(&req_a).unwrap();
     let st_b = net.setup(&req_b).unwrap();
+    let attached = net.attached().unwrap();
+    assert!(
+        attached.contains(&req_a.pod_id) && attached.contains(&req_b.pod_id),
+        "{attached:?}"
+    );
     assert_eq!(st_a.interface, "eth0");
     let (ip_a, ip_b) = (st_a.ips[0], st_b.ips[0]);
     assert_ne!(ip_a, ip_b);
@@ -120,4 +125,5 @@ pub(crate) fn conformance_suite(fx: &Fixture<'_>) {
     drop(ns_c);
     (fx.make)().teardown(&req_c).unwrap();
     assert_eq!(net.check(&req_c).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(net.attached().unwrap(), Vec::<String>::new());
 }

@@ -43,4 +43,8 @@ pub trait NetworkPlugin: Send + Sync + std::fmt::Debug {
 
     /// Whether the network is ready to set up pods (CRI `NetworkReady`).
     fn status(&self) -> NetworkReadiness;
+
+    /// The pods this network holds state for: set up and not yet torn down, or cut short
+    /// by a crash during `setup`. A restarted daemon tears down those it has no record of.
+    fn attached(&self) -> Result<Vec<String>>;
 }

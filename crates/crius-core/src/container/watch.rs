@@ -47,7 +47,39 @@ impl Runtime {
             self.watch_pod(&pod.id);
         }
         tracing::info!(pods = pods.len(), "recovered pods from the store");
+        self.release_stale_networks(&pods);
         Ok(())
+    }
+
+    /// Tears down the network of every pod the network plugin holds state for but the store
+    /// does not know: a daemon that died inside RunPodSandbox after the network was set up
+    /// and before the pod was recorded never ran its rollback. Failures are logged; the
+    /// next start tries again.
+    fn release_stale_networks(&self, pods: &[crius_store::PodRecord]) {
+        let Some(network) = self.network() else {
+            return;
+        };
+        let attached = match network.attached() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list pod network attachments");
+                return;
+            }
+        };
+        let known: std::collections::HashSet<&str> = pods.iter().map(|p| p.id.as_str()).collect();
+        for pod_id in attached.iter().filter(|id| !known.contains(id.as_str())) {
+            let request = crius_net::PodNetworkRequest {
+                pod_id: pod_id.clone(),
+                ..Default::default()
+            };
+            match network.teardown(&request) {
+                Ok(()) => tracing::info!(
+                    pod_id,
+                    "released the network of a pod that was never recorded"
+                ),
+                Err(e) => tracing::warn!(pod_id, error = %e, "cannot release a stale pod network"),
+            }
+        }
     }
 }
 

@@ -391,4 +391,9 @@ impl NetworkPlugin for BuiltinNetwork {
             Err(e) => NetworkReadiness::not_ready("NetworkPluginNotReady", format!("netlink: {e}")),
         }
     }
+
+    fn attached(&self) -> Result<Vec<String>> {
+        self.store
+            .update(|db| Ok((false, db.pods.keys().cloned().collect())))
+    }
 }

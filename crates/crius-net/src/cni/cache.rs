@@ -74,6 +74,22 @@ pub(crate) fn read(cache_dir: &Path, pod_id: &str) -> Result<Option<CacheEntry>>
     Ok(Some(entry))
 }
 
+/// The pods with an entry (temporary files of an interrupted write are not entries).
+pub(crate) fn pods(cache_dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(cache_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list cni cache", cache_dir, e)),
+    };
+    let mut pods: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
+        .filter(|id| crate::types::validate_pod_id(id).is_ok())
+        .collect();
+    pods.sort();
+    Ok(pods)
+}
+
 /// Removes the entry of `pod_id`; a missing entry is fine.
 pub(crate) fn remove(cache_dir: &Path, pod_id: &str) -> Result<()> {
     remove_if_exists(&path(cache_dir, pod_id))

@@ -301,6 +301,10 @@ impl NetworkPlugin for CniNetwork {
             Err(e) => NetworkReadiness::not_ready("NetworkPluginNotReady", e.to_string()),
         }
     }
+
+    fn attached(&self) -> Result<Vec<String>> {
+        cache::pods(&self.opts.cache_dir)
+    }
 }
 
 /// `CNI_ARGS` with the Kubernetes keys plugins such as portmap and host-local understand.
