@@ -74,6 +74,92 @@ pub struct Config {
     pub registries: BTreeMap<String, RegistryConfig>,
     /// RuntimeClass handlers served by runc-compatible binaries, by handler name.
     pub runtimes: BTreeMap<String, RuntimeEntry>,
+    /// The streaming server behind the URLs `Exec`, `Attach` and `PortForward` return.
+    pub stream: StreamConfig,
+}
+
+/// The streaming server (exec, attach, port-forward over SPDY and WebSocket). It serves
+/// plain HTTP only: keep it on a loopback or otherwise private address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// The IP address to listen on.
+    pub address: String,
+    /// The TCP port; 0 lets the kernel choose one.
+    pub port: u16,
+    /// The `http://host:port` the returned URLs start with; empty means the bound address.
+    /// Set it when listening on a wildcard address such as 0.0.0.0.
+    pub base_url: String,
+    /// How long a returned URL stays usable (it is single use either way).
+    pub token_ttl_seconds: u64,
+    /// A session without traffic for this long is closed; 0 never closes one.
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1".to_string(),
+            port: 0,
+            base_url: String::new(),
+            token_ttl_seconds: 60,
+            idle_timeout_seconds: 4 * 3600,
+        }
+    }
+}
+
+impl StreamConfig {
+    /// Checks the values; returns warnings for settings that work but deserve attention.
+    fn validate(&self) -> Result<Vec<String>, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let Ok(ip) = self.address.parse::<std::net::IpAddr>() else {
+            return invalid(format!(
+                "stream.address must be an IP address such as 127.0.0.1, got {:?}",
+                self.address
+            ));
+        };
+        if self.token_ttl_seconds == 0 {
+            return invalid("stream.token_ttl_seconds must be at least 1".to_string());
+        }
+        let mut warnings = Vec::new();
+        if !self.base_url.is_empty() {
+            let Some(rest) = self.base_url.strip_prefix("http://") else {
+                return invalid(format!(
+                    "stream.base_url must start with http:// (the streaming server has no TLS), got {:?}",
+                    self.base_url
+                ));
+            };
+            if rest.trim_end_matches('/').is_empty() {
+                return invalid(format!(
+                    "stream.base_url must name a host, got {:?}",
+                    self.base_url
+                ));
+            }
+        } else if ip.is_unspecified() {
+            warnings.push(format!(
+                "stream.address {ip} is a wildcard and stream.base_url is empty: returned URLs name {ip}, which only local clients can reach; set stream.base_url"
+            ));
+        }
+        Ok(warnings)
+    }
+
+    /// The streaming server's settings, once [`Config::validate`] passed.
+    pub fn server_config(&self) -> Result<crius_stream::StreamServerConfig, ConfigError> {
+        let ip = self.address.parse::<std::net::IpAddr>().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "stream.address must be an IP address, got {:?}",
+                self.address
+            ))
+        })?;
+        Ok(crius_stream::StreamServerConfig {
+            addr: std::net::SocketAddr::new(ip, self.port),
+            base_url: Some(self.base_url.clone()).filter(|u| !u.is_empty()),
+            token_ttl: std::time::Duration::from_secs(self.token_ttl_seconds),
+            idle_timeout: Some(std::time::Duration::from_secs(self.idle_timeout_seconds))
+                .filter(|d| !d.is_zero()),
+            ..crius_stream::StreamServerConfig::default()
+        })
+    }
 }
 
 /// Pod network options.
@@ -189,6 +275,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             registries: BTreeMap::new(),
             runtimes: BTreeMap::new(),
+            stream: StreamConfig::default(),
         }
     }
 }
@@ -252,7 +339,7 @@ impl Config {
                 107 - (longest_socket - self.state.as_os_str().len())
             ));
         }
-        let mut warnings = Vec::new();
+        let mut warnings = self.stream.validate()?;
         for (name, entry) in &self.runtimes {
             if name.is_empty() || name == "crius" {
                 return invalid(format!(
@@ -342,6 +429,12 @@ mod tests {
             "[log]",
             "level",
             "format",
+            "[stream]",
+            "address = \"127.0.0.1\"",
+            "port = 0",
+            "base_url",
+            "token_ttl_seconds = 60",
+            "idle_timeout_seconds = 14400",
         ] {
             assert!(text.contains(key), "default config lacks {key}:\n{text}");
         }
@@ -386,5 +479,58 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config::parse("[runtimes.x]\npath = \"bin/true\"\n").unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn stream_table_parses_and_converts() {
+        let c = Config::parse(
+            "[stream]\naddress = \"::1\"\nport = 10010\ntoken_ttl_seconds = 5\nidle_timeout_seconds = 0\n",
+        )
+        .unwrap();
+        assert!(c.validate().unwrap().is_empty());
+        let s = c.stream.server_config().unwrap();
+        assert_eq!(s.addr, "[::1]:10010".parse().unwrap());
+        assert_eq!(s.token_ttl, std::time::Duration::from_secs(5));
+        assert_eq!(s.idle_timeout, None);
+        assert_eq!(s.base_url, None);
+        let d = Config::default().stream.server_config().unwrap();
+        assert_eq!(d.addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(d.idle_timeout, Some(std::time::Duration::from_secs(14400)));
+        assert_eq!(d.token_ttl, std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn stream_table_refuses_bad_values_and_unknown_keys() {
+        for bad in [
+            "address = \"localhost\"",
+            "token_ttl_seconds = 0",
+            "base_url = \"https://node:10010\"",
+            "base_url = \"http://\"",
+        ] {
+            let c = Config::parse(&format!("[stream]\n{bad}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("stream."), "{bad}: {err}");
+        }
+        assert!(Config::parse("[stream]\ntls_cert = \"/x\"\n").is_err());
+        assert!(Config::parse("[stream]\nport = 70000\n").is_err());
+    }
+
+    #[test]
+    fn wildcard_stream_address_without_base_url_warns() {
+        let c = Config::parse("[stream]\naddress = \"0.0.0.0\"\n").unwrap();
+        let warnings = c.validate().unwrap();
+        assert!(
+            warnings.iter().any(|w| w.contains("base_url")),
+            "{warnings:?}"
+        );
+        let c = Config::parse(
+            "[stream]\naddress = \"0.0.0.0\"\nbase_url = \"http://10.0.0.5:10010\"\n",
+        )
+        .unwrap();
+        assert!(c.validate().unwrap().is_empty());
+        assert_eq!(
+            c.stream.server_config().unwrap().base_url.as_deref(),
+            Some("http://10.0.0.5:10010")
+        );
     }
 }

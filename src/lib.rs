@@ -2,7 +2,8 @@
 //!
 //! This package is the edge. It owns the CRI wire types ([`api`], generated from
 //! `proto/runtime/v1/api.proto`), the daemon's configuration ([`config`]), the socket it
-//! listens on ([`server`]), and the gRPC services ([`cri`]) — thin translations between
+//! listens on ([`server`]), the streaming sessions behind `Exec`/`Attach`/`PortForward`
+//! URLs ([`stream`]), and the gRPC services ([`cri`]) — thin translations between
 //! CRI messages and the protobuf-free domain in `crius-core`, plus crius's own
 //! [`admin`] service (image archives, fsck) for the `crius` CLI. tonic and prost never
 //! leave this package.
@@ -14,4 +15,5 @@ pub mod client;
 pub mod config;
 pub mod cri;
 pub mod server;
+pub mod stream;
 pub mod telemetry;

@@ -13,7 +13,9 @@ use crius::api::runtime_service_server::RuntimeServiceServer;
 use crius::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
 use crius::cri::{ImageService, RuntimeService};
 use crius::server::{CriSocket, ShutdownSignals, SocketLock};
+use crius::stream::DaemonStreams;
 use crius_core::Runtime;
+use crius_stream::StreamServer;
 
 /// The crius container runtime daemon: serves CRI v1 on a unix socket.
 #[derive(Debug, Parser)]
@@ -68,16 +70,31 @@ fn run() -> Result<()> {
         let runtime = Arc::new(Runtime::open(config.runtime_options())?);
         // Reconnect to every pod's monitor and learn what happened while criusd was down.
         runtime.recover()?;
+        let streams = StreamServer::start(
+            config.stream.server_config()?,
+            Arc::new(DaemonStreams::new(runtime.clone())),
+        )
+        .await
+        .context("start the streaming server")?;
+        tracing::info!(url = streams.base_url(), "streaming server listening");
+        let streams = Arc::new(streams);
         let socket = lock.bind()?;
-        serve(
+        let served = serve(
             socket,
             runtime,
+            streams.clone(),
             config_json,
             config.listen.clone(),
             grace,
             signals,
         )
-        .await
+        .await;
+        // Stop accepting streaming connections; sessions already running end with criusd.
+        match Arc::try_unwrap(streams) {
+            Ok(streams) => streams.shutdown().await,
+            Err(streams) => drop(streams),
+        }
+        served
     })
 }
 
@@ -116,6 +133,7 @@ fn load_config(flags: &Flags) -> Result<Config> {
 async fn serve(
     socket: CriSocket,
     runtime: Arc<Runtime>,
+    streams: Arc<StreamServer>,
     config_json: String,
     listen: String,
     grace: Duration,
@@ -125,7 +143,7 @@ async fn serve(
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let max = crius::client::MAX_MESSAGE;
     let runtime_service =
-        RuntimeServiceServer::new(RuntimeService::new(runtime.clone(), config_json))
+        RuntimeServiceServer::new(RuntimeService::new(runtime.clone(), streams, config_json))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
     let image_service = ImageServiceServer::new(ImageService::new(runtime.clone()))

@@ -13,6 +13,7 @@ mod image;
 mod pod;
 mod runtime;
 mod stats;
+mod stream;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +33,8 @@ pub type ResponseStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, S
 pub enum CriError {
     #[error(transparent)]
     Core(#[from] crius_core::Error),
+    #[error("streaming server: {0}")]
+    Stream(#[from] crius_stream::Error),
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0} is not implemented yet by crius")]
@@ -54,6 +57,19 @@ impl CriError {
                 K::Unavailable => Code::Unavailable,
                 K::Internal => Code::Internal,
             },
+            CriError::Stream(e) => {
+                use crius_stream::ErrorKind as S;
+                match e.kind() {
+                    S::InvalidArgument => Code::InvalidArgument,
+                    S::NotFound => Code::NotFound,
+                    S::AlreadyExists => Code::AlreadyExists,
+                    S::FailedPrecondition => Code::FailedPrecondition,
+                    S::ResourceExhausted => Code::ResourceExhausted,
+                    S::DeadlineExceeded => Code::DeadlineExceeded,
+                    S::Unavailable => Code::Unavailable,
+                    S::Internal => Code::Internal,
+                }
+            }
             CriError::InvalidArgument(_) => Code::InvalidArgument,
             CriError::Unimplemented(_) => Code::Unimplemented,
             CriError::Internal(_) => Code::Internal,

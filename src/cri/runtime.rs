@@ -5,9 +5,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crius_core::Runtime;
+use crius_stream::StreamServer;
 use tonic::{Request, Response, Status};
 
-use super::{container, events, handle, pod, stats, unimplemented, Ids, ResponseStream};
+use super::{container, events, handle, pod, stats, stream, unimplemented, Ids, ResponseStream};
 use crate::api;
 use crate::api::runtime_service_server::RuntimeService as Service;
 
@@ -15,14 +16,17 @@ use crate::api::runtime_service_server::RuntimeService as Service;
 #[derive(Debug, Clone)]
 pub struct RuntimeService {
     runtime: Arc<Runtime>,
+    /// Issues the URLs `Exec`, `Attach` and `PortForward` return.
+    streams: Arc<StreamServer>,
     /// The effective daemon configuration, reported by verbose `Status`.
     config_json: Arc<String>,
 }
 
 impl RuntimeService {
-    pub fn new(runtime: Arc<Runtime>, config_json: String) -> Self {
+    pub fn new(runtime: Arc<Runtime>, streams: Arc<StreamServer>, config_json: String) -> Self {
         Self {
             runtime,
+            streams,
             config_json: Arc::new(config_json),
         }
     }
@@ -509,10 +513,55 @@ impl Service for RuntimeService {
         .await
     }
 
+    async fn exec(
+        &self,
+        r: Request<api::ExecRequest>,
+    ) -> Result<Response<api::ExecResponse>, Status> {
+        let r = r.into_inner();
+        handle(
+            "Exec",
+            Ids {
+                container: &r.container_id.clone(),
+                ..Ids::default()
+            },
+            stream::exec(&self.runtime, &self.streams, r),
+        )
+        .await
+    }
+
+    async fn attach(
+        &self,
+        r: Request<api::AttachRequest>,
+    ) -> Result<Response<api::AttachResponse>, Status> {
+        let r = r.into_inner();
+        handle(
+            "Attach",
+            Ids {
+                container: &r.container_id.clone(),
+                ..Ids::default()
+            },
+            stream::attach(&self.runtime, &self.streams, r),
+        )
+        .await
+    }
+
+    async fn port_forward(
+        &self,
+        r: Request<api::PortForwardRequest>,
+    ) -> Result<Response<api::PortForwardResponse>, Status> {
+        let r = r.into_inner();
+        handle(
+            "PortForward",
+            Ids {
+                pod: &r.pod_sandbox_id.clone(),
+                ..Ids::default()
+            },
+            stream::port_forward(&self.runtime, &self.streams, r),
+        )
+        .await
+    }
+
     not_yet! {
-        Exec: exec(ExecRequest) -> ExecResponse;
-        Attach: attach(AttachRequest) -> AttachResponse;
-        PortForward: port_forward(PortForwardRequest) -> PortForwardResponse;
         CheckpointContainer: checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
     }
 }

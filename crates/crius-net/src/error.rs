@@ -150,6 +150,14 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Nothing accepted a forwarded connection on a pod's loopback.
+    #[error("connect to port {port} in the pod: {source}; is a server listening on localhost:{port} in the pod?")]
+    Connect {
+        /// The port.
+        port: u16,
+        /// The connect error (refused, timed out).
+        source: std::io::Error,
+    },
     /// The object is still in use.
     #[error("{what} is in use: {reason}")]
     InUse {
@@ -259,6 +267,13 @@ impl Error {
                     ErrorKind::NotFound
                 } else {
                     ErrorKind::Internal
+                }
+            }
+            Error::Connect { source, .. } => {
+                if source.kind() == std::io::ErrorKind::TimedOut {
+                    ErrorKind::DeadlineExceeded
+                } else {
+                    ErrorKind::Unavailable
                 }
             }
             Error::IpamExhausted { .. } => ErrorKind::ResourceExhausted,

@@ -43,6 +43,7 @@ pub use builtin::{BuiltinNetwork, BuiltinOptions, HostPortMode, Ipv4Cidr, Ipv6Ci
 pub use cni::{CniNetwork, CniOptions};
 pub use dns::{hostname_file, resolv_conf};
 pub use error::{Error, ErrorKind, Result};
+pub use netns::{connect_in_netns, connect_loopback};
 pub use plugin::NetworkPlugin;
 pub use types::{
     Bandwidth, DnsConfig, IpRange, NetworkReadiness, PodNetworkRequest, PodNetworkStatus,

@@ -7,6 +7,7 @@
 //!  (monitor lost while Created/Running ──▶ Exited, reason MonitorLost)
 //! ```
 
+mod attach;
 mod caps;
 pub mod config;
 mod create;
@@ -20,6 +21,7 @@ pub mod user;
 mod volumes;
 mod watch;
 
-pub use exec::ExecOutput;
+pub use attach::AttachTarget;
+pub use exec::{ExecOutput, StreamsRequest};
 pub use stats::{ContainerStats, LayerUsage, PodStats, LAYER_TTL};
 pub use status::{ContainerFilter, ContainerState, ContainerStatus, ContainerUser};

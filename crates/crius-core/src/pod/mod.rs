@@ -10,6 +10,7 @@
 
 pub mod config;
 mod files;
+mod port_forward;
 pub(crate) mod remove;
 mod run;
 pub(crate) mod shm;
