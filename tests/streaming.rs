@@ -113,7 +113,12 @@ async fn exec_without_tty_carries_output_and_exit_codes() {
         None,
     )
     .await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "exec-host\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "exec-host\n",
+        "{}",
+        String::from_utf8_lossy(&out.error)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     assert_eq!(out.exit_code(), Some(0));
 
@@ -721,4 +726,44 @@ async fn host_network_pod_forwards_to_the_host_loopback() {
     assert_eq!(d.read_all().await, b"host:hello");
     assert!(e.read_all().await.is_empty());
     server.join().unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_takes_its_exec_process_with_it() {
+    let Some(mut s) = setup("stream-cancel").await else {
+        return;
+    };
+    let (_, id) = running(&mut s, "cancel", &["sleep", "1000"], false).await;
+    let url = exec_url(
+        &mut s.client,
+        exec_request(&id, &["sleep", "777"], false, true),
+    )
+    .await
+    .unwrap();
+    let c = WsClient::connect(&url, V5).await.unwrap();
+    let sleeping = |ps: &str| ps.lines().any(|l| l.contains("sleep 777"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sleeping(
+        &common::exec(&mut s.client, &id, &["ps", "-o", "args"])
+            .await
+            .1,
+    ) {
+        assert!(Instant::now() < deadline, "the exec never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ps = common::exec(&mut s.client, &id, &["ps", "-o", "args"])
+            .await
+            .1;
+        if !sleeping(&ps) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the exec outlived its client:\n{ps}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,10 +1,15 @@
 //! `check_attach`: validate a streaming `Attach` to a running container's stdio before
-//! its URL is issued.
+//! its URL is issued; `start_attach` attaches once the client connected.
 
+use std::os::fd::OwnedFd;
+
+use crius_monitor::protocol::Attach;
+use crius_monitor::{AttachSession, MonitorClient};
 use crius_store::ContainerRecord;
 
 use super::exec::StreamsRequest;
 use crate::error::{Error, Result};
+use crate::pod::remove::MONITOR_TIMEOUT;
 use crate::runtime::Runtime;
 
 /// The container an attach goes to.
@@ -32,6 +37,31 @@ impl Runtime {
             )));
         }
         Ok(AttachTarget { id: record.id, tty })
+    }
+
+    /// Attaches to running container `id`: the monitor writes its output into the sinks
+    /// (write ends) and the session carries the fd for its stdin when `stdin` is asked
+    /// and the container has one. A tty container has one output stream: a stderr sink
+    /// is closed at once (its reader sees EOF) rather than passed. Blocking.
+    pub fn start_attach(
+        &self,
+        id: &str,
+        stdin: bool,
+        stdout: Option<OwnedFd>,
+        stderr: Option<OwnedFd>,
+    ) -> Result<AttachSession> {
+        let record = self.running_container(id)?;
+        let tty = self.has_terminal(&record)?;
+        let stderr = stderr.filter(|_| !tty);
+        let pod = self.find_pod(&record.pod_id)?;
+        let monitor = MonitorClient::connect(&pod.monitor_socket, MONITOR_TIMEOUT)?;
+        let request = Attach {
+            id: record.id,
+            stdin,
+            stdout: stdout.is_some(),
+            stderr: stderr.is_some(),
+        };
+        Ok(monitor.attach(request, stdout, stderr)?)
     }
 }
 

@@ -1,11 +1,12 @@
 //! `exec_sync`: run a command in a running container through its pod's monitor (no
 //! helper process per exec: exec probes run every few seconds on every pod).
-//! `check_exec` validates a streaming `Exec` before its URL is issued.
+//! `check_exec` validates a streaming `Exec` before its URL is issued; `start_exec`
+//! starts it once the client connected, with its stdio passed to the monitor.
 
 use std::time::Duration;
 
-use crius_monitor::protocol::ExecSync;
-use crius_monitor::MonitorClient;
+use crius_monitor::protocol::{Exec, ExecSync};
+use crius_monitor::{ExecFds, ExecSession, MonitorClient};
 use crius_store::{ContainerRecord, ContainerState};
 use oci_spec::runtime::Process;
 
@@ -95,6 +96,34 @@ impl Runtime {
         }
         streams.validate("exec")?;
         Ok(self.running_container(id)?.id)
+    }
+
+    /// Starts `cmd` in running container `id` for a streaming session: without a tty,
+    /// `fds` holds the process's ends of its stdio (one per stream asked for); with one,
+    /// `fds` is empty and the session carries the pty master. The container is checked
+    /// again: it may have stopped since the URL was issued. Blocking.
+    pub fn start_exec(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        streams: StreamsRequest,
+        fds: ExecFds,
+    ) -> Result<ExecSession> {
+        let record = self.running_container(id)?;
+        let process = self.exec_process(&record, cmd, streams.tty)?;
+        let pod = self.find_pod(&record.pod_id)?;
+        let monitor = MonitorClient::connect(&pod.monitor_socket, MONITOR_TIMEOUT)?;
+        let session = monitor.exec(
+            Exec {
+                id: record.id,
+                process,
+                stdin: streams.stdin,
+                stdout: streams.stdout,
+                stderr: streams.stderr,
+            },
+            fds,
+        )?;
+        Ok(session)
     }
 
     /// The record of container `id`, refreshed from its monitor; FailedPrecondition unless
