@@ -31,6 +31,7 @@
 //! with a per-stream cap, so it can exhaust neither the monitor nor criusd.
 #![deny(unsafe_code)]
 
+pub mod cgroup_stats;
 pub mod client;
 mod error;
 pub mod fdpass;

@@ -1,22 +1,23 @@
 //! `container_stats`, `list_container_stats`, `pod_stats` and `list_pod_stats`: each
-//! container's cgroup figures from its pod's monitor, plus what only criusd knows — the CPU
-//! rate (the difference to the sample it kept) and the writable layer's size (walked at
-//! most once per [`LAYER_TTL`] per container, so listing many containers stays cheap).
+//! container's cgroup figures, read from cgroupfs with the monitor's own reader (no round
+//! trip per container), plus what only criusd keeps — the CPU rate (the difference to the
+//! sample it kept) and the writable layer's size (walked once when first asked, then
+//! re-walked in the background at most once per [`LAYER_TTL`], so a list never waits for
+//! a walk of a layer it has seen).
 //!
 //! A container that is not running has no cgroup to read: its figures are zeros, not an
 //! error, as kubelet expects for containers that exited but are not removed yet.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crius_monitor::protocol::ContainerStats as MonitorStats;
-use crius_monitor::MonitorClient;
 
 use super::status::{ContainerFilter, ContainerState, ContainerStatus};
 use crate::error::Result;
-use crate::pod::remove::MONITOR_TIMEOUT;
 use crate::pod::{PodFilter, PodStatus};
 use crate::runtime::{now_ns, Runtime};
 
@@ -109,7 +110,91 @@ struct CpuSample {
 #[derive(Debug, Default)]
 pub(crate) struct StatsCache {
     cpu: Mutex<HashMap<String, CpuSample>>,
-    layers: Mutex<HashMap<String, (Instant, LayerUsage)>>,
+    layers: Arc<LayerCache>,
+}
+
+/// A deferred walk of one writable layer (owns what it needs, so it can run on the
+/// background walker).
+type LayerWalk = Box<dyn FnOnce() -> Option<LayerUsage> + Send>;
+
+/// Measured layers, and the stale ones queued for the background walker: a stats call
+/// never waits for a walk except a container's very first.
+#[derive(Default)]
+struct LayerCache {
+    entries: Mutex<HashMap<String, (Instant, LayerUsage)>>,
+    queue: Mutex<BTreeMap<String, LayerWalk>>,
+    walking: AtomicBool,
+}
+
+impl std::fmt::Debug for LayerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerCache")
+            .field("walking", &self.walking.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl LayerCache {
+    fn store(&self, id: String, usage: Option<LayerUsage>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (at, _)| at.elapsed() < FORGET_AFTER);
+        match usage {
+            Some(u) => {
+                entries.insert(id, (Instant::now(), u));
+            }
+            // Its snapshot is gone: forget it rather than report a stale size forever.
+            None => {
+                entries.remove(&id);
+            }
+        }
+    }
+
+    /// Queues `walk` for `id` and makes sure one walker thread drains the queue.
+    fn enqueue(self: &Arc<Self>, id: &str, walk: LayerWalk) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_insert(walk);
+        if self.walking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("layer-usage".into())
+            .spawn(move || me.drain());
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the layer usage walker");
+            self.walking.store(false, Ordering::Release);
+        }
+    }
+
+    /// Walks queued layers one at a time until the queue is empty.
+    fn drain(&self) {
+        loop {
+            let next = self
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_first();
+            match next {
+                Some((id, walk)) => self.store(id, walk()),
+                None => {
+                    self.walking.store(false, Ordering::Release);
+                    // Something queued between the pop and the store: take it on, unless
+                    // a new walker already did.
+                    let empty = self
+                        .queue
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_empty();
+                    if empty || self.walking.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl StatsCache {
@@ -141,22 +226,32 @@ impl StatsCache {
         Some(rate)
     }
 
-    /// The cached layer usage of `id`, or `measure()` when absent or older than the TTL.
-    fn layer(&self, id: &str, measure: impl FnOnce() -> Option<LayerUsage>) -> Option<LayerUsage> {
-        {
-            let layers = self.layers.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, usage)) = layers.get(id) {
-                if at.elapsed() < LAYER_TTL {
-                    return Some(usage.clone());
+    /// The layer usage of `id`: measured now the first time; afterwards the cached
+    /// figure, re-measured in the background once older than [`LAYER_TTL`]. `prepare`
+    /// says how to walk the layer (`None`: it has no layer).
+    fn layer(&self, id: &str, prepare: impl FnOnce() -> Option<LayerWalk>) -> Option<LayerUsage> {
+        let cached = self
+            .layers
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        match cached {
+            Some((at, usage)) if at.elapsed() < LAYER_TTL => Some(usage),
+            Some((_, usage)) => {
+                if let Some(walk) = prepare() {
+                    self.layers.enqueue(id, walk);
                 }
+                Some(usage)
+            }
+            None => {
+                // Walked without the lock: it must not hold up other containers' stats.
+                let usage = prepare()?();
+                self.layers.store(id.to_string(), usage.clone());
+                usage
             }
         }
-        // Measured without the lock: a walk must not hold up other containers' stats.
-        let usage = measure()?;
-        let mut layers = self.layers.lock().unwrap_or_else(|p| p.into_inner());
-        layers.retain(|_, (at, _)| at.elapsed() < FORGET_AFTER);
-        layers.insert(id.to_string(), (Instant::now(), usage.clone()));
-        Some(usage)
     }
 }
 
@@ -267,24 +362,14 @@ impl Runtime {
         Ok(list)
     }
 
-    /// Stats of `containers`, asking each pod's monitor once over one connection.
+    /// Stats of `containers`, read straight from their cgroups with the monitor's own
+    /// reader: a list costs file reads, not one monitor round trip per container.
     fn stats_of(&self, containers: Vec<ContainerStatus>) -> Vec<ContainerStats> {
-        let mut monitors: HashMap<String, Option<MonitorClient>> = HashMap::new();
         containers
             .into_iter()
             .map(|c| {
                 let raw = if c.state == ContainerState::Running {
-                    let monitor = monitors.entry(c.pod_id.clone()).or_insert_with(|| {
-                        let socket = self.pod_dir(&c.pod_id).join("monitor.sock");
-                        MonitorClient::connect(&socket, MONITOR_TIMEOUT).ok()
-                    });
-                    monitor.as_mut().and_then(|m| match m.stats(&c.id) {
-                        Ok(s) => Some(s),
-                        Err(e) => {
-                            tracing::debug!(container_id = %c.id, error = %e, "no cgroup stats");
-                            None
-                        }
-                    })
+                    cgroup_usage(&c)
                 } else {
                     None
                 };
@@ -317,9 +402,7 @@ impl Runtime {
             .and_then(serde_json::Value::as_i64)
             .and_then(|l| u64::try_from(l).ok())
             .filter(|l| *l > 0);
-        let writable_layer = self
-            .stats_cache()
-            .layer(&c.id, || self.measure_layer(&c.id));
+        let writable_layer = self.stats_cache().layer(&c.id, || self.layer_walk(&c.id));
         ContainerStats {
             running,
             started_at_ns: c.started_at_ns,
@@ -346,20 +429,39 @@ impl Runtime {
         }
     }
 
-    /// Walks the writable (upper) directory of container `id`'s rootfs snapshot.
-    fn measure_layer(&self, id: &str) -> Option<LayerUsage> {
+    /// How to walk the writable (upper) directory of container `id`'s rootfs snapshot.
+    fn layer_walk(&self, id: &str) -> Option<LayerWalk> {
         let upper = self.images().rootfs_mounts(id).ok()?.upper_path()?;
-        match crius_image::snapshot::disk_usage(&upper) {
-            Ok(u) => Some(LayerUsage {
-                mountpoint: self.images().snapshotter().root().to_path_buf(),
-                bytes: u.bytes,
-                inodes: u.inodes,
-                timestamp_ns: now_ns(),
-            }),
-            Err(e) => {
-                tracing::debug!(container_id = id, error = %e, "cannot measure writable layer");
-                None
+        let mountpoint = self.images().snapshotter().root().to_path_buf();
+        let id = id.to_string();
+        Some(Box::new(move || {
+            match crius_image::snapshot::disk_usage(&upper) {
+                Ok(u) => Some(LayerUsage {
+                    mountpoint,
+                    bytes: u.bytes,
+                    inodes: u.inodes,
+                    timestamp_ns: now_ns(),
+                }),
+                Err(e) => {
+                    tracing::debug!(container_id = %id, error = %e, "cannot measure writable layer");
+                    None
+                }
             }
+        }))
+    }
+}
+
+/// The cgroup figures of running container `c`; `None` when it has no cgroup (yet).
+fn cgroup_usage(c: &ContainerStatus) -> Option<MonitorStats> {
+    let path = &c.spec_summary.cgroups_path;
+    if path.is_empty() {
+        return None;
+    }
+    match crius_monitor::cgroup_stats::read_path(Path::new(path)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::debug!(container_id = %c.id, error = %e, "no cgroup stats");
+            None
         }
     }
 }
@@ -387,23 +489,49 @@ mod tests {
         assert_eq!(cache.cpu_rate("c", 10, 20 * s), None);
     }
 
-    #[test]
-    fn a_layer_is_measured_once_per_ttl() {
-        let cache = StatsCache::default();
-        let mut walks = 0;
-        let usage = || LayerUsage {
+    fn usage(bytes: u64) -> LayerUsage {
+        LayerUsage {
             mountpoint: PathBuf::from("/x"),
-            bytes: 4096,
+            bytes,
             inodes: 1,
             timestamp_ns: 1,
-        };
-        for _ in 0..3 {
-            let got = cache.layer("c", || {
-                walks += 1;
-                Some(usage())
-            });
-            assert_eq!(got, Some(usage()));
         }
-        assert_eq!(walks, 1);
+    }
+
+    #[test]
+    fn a_layer_is_walked_once_then_served_from_the_cache() {
+        let cache = StatsCache::default();
+        let walks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..3 {
+            let counter = walks.clone();
+            let got = cache.layer("c", || {
+                Some(Box::new(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Some(usage(4096))
+                }))
+            });
+            assert_eq!(got, Some(usage(4096)));
+        }
+        assert_eq!(walks.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.layer("gone", || None), None);
+    }
+
+    #[test]
+    fn stale_layers_are_refreshed_in_the_background_and_vanished_ones_forgotten() {
+        let cache = StatsCache::default();
+        cache.layers.store("a".into(), Some(usage(1)));
+        cache.layers.store("b".into(), Some(usage(1)));
+        cache.layers.enqueue("a", Box::new(|| Some(usage(2))));
+        cache.layers.enqueue("b", Box::new(|| None));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let entries = cache.layers.entries.lock().unwrap().clone();
+            let a = entries.get("a").map(|(_, u)| u.bytes);
+            if a == Some(2) && !entries.contains_key("b") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "walker did not run: {entries:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

@@ -406,18 +406,7 @@ impl Monitor {
     }
 
     pub(crate) fn stats(&mut self, id: &str) -> Result<ContainerStats> {
-        let cgroup = self.cgroup(id)?;
-        let s = cgroup.stats()?;
-        let (rss, faults) = super::memstat::rss_and_faults(cgroup);
-        Ok(ContainerStats {
-            cpu_usage_ns: s.cpu_usage_ns,
-            memory_working_set_bytes: s.memory_working_set,
-            memory_rss_bytes: rss,
-            page_faults: faults,
-            pids: s.pids,
-            oom_events: s.oom_kills,
-            timestamp_ns: now_ns(),
-        })
+        crius_monitor::cgroup_stats::read(self.cgroup(id)?)
     }
 
     /// Copies what a container wrote into its log.

@@ -12,7 +12,6 @@ mod containers;
 mod exec;
 mod exec_session;
 mod logs;
-mod memstat;
 mod pins;
 mod status;
 pub(crate) mod sys;
