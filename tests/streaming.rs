@@ -11,7 +11,7 @@ use common::{container_config, pod_config, run_container, run_pod, setup, setup_
 use crius::api;
 use crius::client::CriClient;
 use crius_stream::client::spdy::{ClientStream, PortForwardClient, SpdyClient};
-use crius_stream::client::ws::{ExecOutput, WsClient};
+use crius_stream::client::ws::{ExecOutput, PortEvent, WsClient, WsPortForward};
 use crius_stream::ws::frame::OP_BINARY;
 use serde_json::Value;
 use tonic::Code;
@@ -329,6 +329,79 @@ async fn attach_forwards_stdin_to_a_tty_container() {
     common::wait_exited(&mut s, &id).await;
 }
 
+/// A pod with a `cat` container whose stdin is open, closed after the first attach
+/// detaches when `stdin_once`.
+async fn cat_with_stdin(s: &mut Setup, name: &str, stdin_once: bool) -> String {
+    let (pod, sandbox) = run_pod(s, name).await;
+    let mut config = container_config(&s.image, name, &["cat"]);
+    config.stdin = true;
+    config.stdin_once = stdin_once;
+    run_container(s, &pod, &sandbox, config).await
+}
+
+async fn attach_stdin_url(s: &mut Setup, id: &str) -> String {
+    let r = api::AttachRequest {
+        container_id: id.into(),
+        stdin: true,
+        tty: false,
+        stdout: true,
+        stderr: true,
+    };
+    attach_url(&mut s.client, r).await.unwrap()
+}
+
+/// Attaches over SPDY, writes `line` and waits for `cat` to echo it; then closes stdin.
+async fn spdy_attach_echo(url: &str, line: &str) {
+    let mut c = SpdyClient::connect(url, &[V4], false).await.unwrap();
+    let mut st = spdy_streams(&mut c, &["error", "stdin", "stdout", "stderr"]).await;
+    st[1].send(line.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains(line) {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), st[2].next())
+            .await
+            .expect("no echo from cat")
+            .expect("attach ended before the echo");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    st[1].close().await.unwrap();
+}
+
+/// Attaches over WebSocket v5, writes `line` and waits for the echo; then closes stdin.
+async fn ws_attach_echo(url: &str, line: &str) -> WsClient {
+    let mut c = WsClient::connect(url, V5).await.unwrap();
+    c.send(0, line.as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), ws_lines(&mut c, line, 1))
+        .await
+        .expect("no echo from cat");
+    c.close_channel(0).await.unwrap();
+    c
+}
+
+#[tokio::test]
+async fn attach_without_stdin_once_keeps_the_containers_stdin() {
+    let Some(mut s) = setup("stream-stdin-kept").await else {
+        return;
+    };
+    let id = cat_with_stdin(&mut s, "kept", false).await;
+    let url = attach_stdin_url(&mut s, &id).await;
+    spdy_attach_echo(&url, "first attach\n").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        common::status(&mut s, &id).await.state,
+        api::ContainerState::ContainerRunning as i32,
+        "cat saw end of file after the first attach"
+    );
+    // A second attacher (over WebSocket this time) still reaches cat's stdin.
+    let url = attach_stdin_url(&mut s, &id).await;
+    let c = ws_attach_echo(&url, "second attach\n").await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        common::status(&mut s, &id).await.state,
+        api::ContainerState::ContainerRunning as i32
+    );
+}
+
 /// A pod whose container serves /www with busybox httpd on port 8080, answering.
 async fn httpd_pod(s: &mut Setup, name: &str, setup_www: &str) -> String {
     let script = format!("mkdir -p /www && {setup_www} && exec httpd -f -p 8080 -h /www");
@@ -408,6 +481,59 @@ async fn port_forward_reaches_httpd_with_many_streams_on_one_connection() {
     assert!(http_get(&mut d, &mut e, "/index.html")
         .await
         .ends_with(b"hello from httpd\n"));
+}
+
+#[tokio::test]
+async fn port_forward_over_websocket_fetches_a_file_from_httpd() {
+    let Some(mut s) = setup("stream-pf-ws").await else {
+        return;
+    };
+    // 300 KB of every byte value, more than one WebSocket message.
+    let pod = httpd_pod(
+        &mut s,
+        "webws",
+        "all=$(printf '\\\\%03o' $(seq 0 255)); i=0; \
+         while [ $i -lt 1200 ]; do printf \"$all\"; i=$((i+1)); done > /www/file; \
+         touch /www/ready",
+    )
+    .await;
+    let url = port_forward_url(&mut s.client, &pod, &[8080, 9])
+        .await
+        .unwrap();
+    let mut pf = WsPortForward::connect(&url, &[8080, 9]).await.unwrap();
+    pf.send(0, b"GET /file HTTP/1.0\r\n\r\n").await.unwrap();
+    // The second port has nothing listening: its error channel says so.
+    let mut port9_error = Vec::new();
+    let mut buf = Vec::new();
+    let (head, body) = loop {
+        match pf.recv().await.unwrap().expect("session ended early") {
+            PortEvent::Data(0, d) => buf.extend_from_slice(&d),
+            PortEvent::Error(1, e) => port9_error.extend_from_slice(&e),
+            other => panic!("unexpected {other:?}"),
+        }
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        if buf.len() >= end + 4 + 1200 * 256 {
+            break (
+                String::from_utf8_lossy(&buf[..end]).into_owned(),
+                buf[end + 4..].to_vec(),
+            );
+        }
+    };
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    let expected: Vec<u8> = (0..1200).flat_map(|_| 0..=255u8).collect();
+    assert_eq!(body.len(), expected.len());
+    assert!(body == expected, "the file arrived with different bytes");
+    while port9_error.is_empty() {
+        match pf.recv().await.unwrap().expect("no error for port 9") {
+            PortEvent::Error(1, e) => port9_error.extend_from_slice(&e),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let err = String::from_utf8_lossy(&port9_error);
+    assert!(err.contains("port 9"), "{err}");
+    pf.close().await.unwrap();
 }
 
 /// Polls the futures concurrently and returns their outputs in order.
