@@ -177,16 +177,15 @@ async fn attach(
     let (stdout, stdout_theirs) = pair(req.stdout)?;
     let (stderr, stderr_theirs) = pair(req.stderr)?;
     let id = req.container_id.clone();
-    let session =
+    let mut session =
         blocking(move || runtime.start_attach(&id, req.stdin, stdout_theirs, stderr_theirs))
             .await?;
     let handle = Arc::new(session.handle().map_err(monitor_error)?);
     let _guard = CancelOnDrop::new(session.handle().map_err(monitor_error)?);
     let tty = session.tty;
-    let stdin_fd = match &session.stdin {
-        Some(fd) => Some(fd.try_clone()?),
-        None => None,
-    };
+    // Taken, not cloned: the container sees end of file only once every write end is
+    // closed, and the session itself lives until the attach ends.
+    let stdin_fd = session.stdin.take();
     let resize_fd = match (&stdin_fd, tty) {
         (Some(fd), true) => Some(fd.try_clone()?),
         _ => None,

@@ -378,6 +378,27 @@ async fn ws_attach_echo(url: &str, line: &str) -> WsClient {
 }
 
 #[tokio::test]
+async fn attach_stdin_once_closes_the_containers_stdin() {
+    let Some(mut s) = setup("stream-stdin-once").await else {
+        return;
+    };
+    // Over SPDY: closing the client's stdin ends cat, which exits 0.
+    let id = cat_with_stdin(&mut s, "once-spdy", true).await;
+    let url = attach_stdin_url(&mut s, &id).await;
+    spdy_attach_echo(&url, "once over spdy\n").await;
+    let st = common::wait_exited(&mut s, &id).await;
+    assert_eq!(st.exit_code, 0, "{st:?}");
+
+    // Over WebSocket: the v5 stream close does the same.
+    let id = cat_with_stdin(&mut s, "once-ws", true).await;
+    let url = attach_stdin_url(&mut s, &id).await;
+    let c = ws_attach_echo(&url, "once over websocket\n").await;
+    let st = common::wait_exited(&mut s, &id).await;
+    assert_eq!(st.exit_code, 0, "{st:?}");
+    drop(c);
+}
+
+#[tokio::test]
 async fn attach_without_stdin_once_keeps_the_containers_stdin() {
     let Some(mut s) = setup("stream-stdin-kept").await else {
         return;

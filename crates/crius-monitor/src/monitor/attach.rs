@@ -79,6 +79,8 @@ pub(crate) struct Attacher {
     ended: Option<&'static str>,
     /// The container exited: end once the pending output is written.
     exited: bool,
+    /// It was given the container's stdin.
+    stdin: bool,
 }
 
 impl Attacher {
@@ -190,6 +192,7 @@ impl Monitor {
             stderr: sink(req.stderr),
             ended: None,
             exited: false,
+            stdin: !stdin.is_empty(),
         };
         self.container_mut(&req.id)?.attachers.push(attacher);
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -205,10 +208,17 @@ impl Monitor {
         ))
     }
 
-    /// The attacher on `conn` went away.
+    /// The attacher on `conn` went away. One that held stdin ends the container's
+    /// stdin with `stdin_once` even without a CloseStdin: a client that disconnects
+    /// right after closing its stdin may be gone before criusd could send it.
     pub(crate) fn detach(&mut self, id: &str, conn: u64) {
-        if let Some(c) = self.containers.get_mut(id) {
-            c.attachers.retain(|a| a.conn != conn);
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        let had_stdin = c.attachers.iter().any(|a| a.conn == conn && a.stdin);
+        c.attachers.retain(|a| a.conn != conn);
+        if had_stdin {
+            self.close_stdin(id);
         }
     }
 
