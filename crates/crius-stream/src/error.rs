@@ -34,6 +34,9 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error("streaming server TLS: {0}")]
+    Tls(String),
     /// Random bytes for a token could not be read.
     #[error("read random bytes for a stream token: {0}")]
     Random(io::Error),
@@ -82,6 +85,7 @@ impl Error {
         match self {
             Error::Bind { .. } => ErrorKind::Unavailable,
             Error::Random(_) => ErrorKind::Internal,
+            Error::Tls(_) => ErrorKind::InvalidArgument,
             Error::InvalidRequest(_) => ErrorKind::InvalidArgument,
             Error::TooManyTokens(_) => ErrorKind::ResourceExhausted,
             Error::Protocol(_) => ErrorKind::InvalidArgument,

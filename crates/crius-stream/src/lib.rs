@@ -12,7 +12,9 @@
 //!
 //! It refuses to know about pods, containers or protobuf: requests arrive as
 //! plain structs already validated for existence by the caller, and the
-//! backend is opaque. It does not serve TLS (yet).
+//! backend is opaque. With [`TlsFiles`] set it serves HTTPS: every
+//! connection completes a TLS handshake (bounded by the request-head timeout)
+//! before any HTTP is read, and the returned URLs start with `https://`.
 //!
 //! Threat model: every byte read from a connection is untrusted. Tokens
 //! carry 128 bits from the kernel's random source, are single use, expire
@@ -88,4 +90,4 @@ pub use backend::{
     StreamBackend, Streams, TermSize,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use server::{StreamServer, StreamServerConfig};
+pub use server::{StreamServer, StreamServerConfig, TlsFiles};

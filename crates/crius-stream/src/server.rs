@@ -1,6 +1,7 @@
 //! The HTTP server: token routing and protocol upgrades.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
 
 use crate::backend::{AttachRequest, ExecRequest, PortForwardRequest, StreamBackend};
 use crate::idle::IdleIo;
@@ -20,7 +25,8 @@ use crate::session::Command;
 use crate::token::{Pending, TokenRegistry};
 use crate::{spdy, ws, Error, Result};
 
-/// How long a client may take to send its request head.
+/// How long a client may take to finish the TLS handshake, and then again to
+/// send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of a [`StreamServer`].
@@ -29,7 +35,7 @@ pub struct StreamServerConfig {
     /// Listen address; port 0 lets the kernel choose. Default `127.0.0.1:0`.
     pub addr: SocketAddr,
     /// Base of the returned URLs (for example `http://10.0.0.5:10010`);
-    /// default `http://<bound address>`.
+    /// default `http://<bound address>`, or `https://` with `tls` set.
     pub base_url: Option<String>,
     /// How long an issued token stays valid. Default 60 s.
     pub token_ttl: Duration,
@@ -40,6 +46,60 @@ pub struct StreamServerConfig {
     /// End a session after this long without traffic; `None` never does.
     /// Default 4 h (as kubelet and containerd).
     pub idle_timeout: Option<Duration>,
+    /// Serve HTTPS with this certificate and key; `None` (the default)
+    /// serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files the server presents when it serves TLS; both are read once, at
+/// [`StreamServer::start`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key of the leaf (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Reads both files into a TLS acceptor.
+    fn acceptor(&self) -> Result<TlsAcceptor> {
+        let cert_err = |e: rustls::pki_types::pem::Error| {
+            Error::Tls(format!(
+                "read certificate file {}: {e}",
+                self.cert.display()
+            ))
+        };
+        let certs = CertificateDer::pem_file_iter(&self.cert)
+            .map_err(cert_err)?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(cert_err)?;
+        if certs.is_empty() {
+            return Err(Error::Tls(format!(
+                "certificate file {} holds no PEM CERTIFICATE block",
+                self.cert.display()
+            )));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| {
+            Error::Tls(format!("read private key file {}: {e}", self.key.display()))
+        })?;
+        // An explicit provider: the process may link more than one, and then
+        // rustls will not pick a default on its own.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(format!("TLS protocol versions: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| {
+                Error::Tls(format!(
+                    "certificate {} and key {} do not form a usable pair: {e}",
+                    self.cert.display(),
+                    self.key.display()
+                ))
+            })?;
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 impl Default for StreamServerConfig {
@@ -51,6 +111,7 @@ impl Default for StreamServerConfig {
             max_tokens: 4096,
             stream_creation_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(4 * 3600)),
+            tls: None,
         }
     }
 }
@@ -60,6 +121,7 @@ struct Shared {
     tokens: TokenRegistry,
     backend: Arc<dyn StreamBackend>,
     config: StreamServerConfig,
+    tls: Option<TlsAcceptor>,
 }
 
 /// A running streaming server. Dropping it stops accepting connections.
@@ -86,6 +148,8 @@ impl StreamServer {
         config: StreamServerConfig,
         backend: Arc<dyn StreamBackend>,
     ) -> Result<StreamServer> {
+        // Certificate problems surface before the port is bound.
+        let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| Error::Bind {
@@ -99,13 +163,17 @@ impl StreamServer {
         let base_url = config
             .base_url
             .clone()
-            .unwrap_or_else(|| format!("http://{local_addr}"))
+            .unwrap_or_else(|| {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{local_addr}")
+            })
             .trim_end_matches('/')
             .to_string();
         let shared = Arc::new(Shared {
             tokens: TokenRegistry::new(config.token_ttl, config.max_tokens),
             backend,
             config,
+            tls,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, shared.clone(), stopped));
@@ -212,19 +280,34 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(shared, req)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(tcp), svc)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "streaming connection ended with an error");
+            let Some(acceptor) = shared.tls.clone() else {
+                return serve_http(shared, TokioIo::new(tcp), peer).await;
+            };
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => serve_http(shared, TokioIo::new(tls), peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one connection, plain or TLS.
+async fn serve_http<I>(shared: Arc<Shared>, io: I, peer: SocketAddr)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(shared, req)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(io, svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "streaming connection ended with an error");
     }
 }
 

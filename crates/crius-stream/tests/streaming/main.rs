@@ -6,4 +6,5 @@ mod common;
 mod fuzz_tests;
 mod kubectl_tests;
 mod spdy_tests;
+mod tls_tests;
 mod ws_tests;
