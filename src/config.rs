@@ -79,7 +79,8 @@ pub struct Config {
 }
 
 /// The streaming server (exec, attach, port-forward over SPDY and WebSocket). It serves
-/// plain HTTP only: keep it on a loopback or otherwise private address.
+/// plain HTTP unless `tls_cert_file` and `tls_key_file` are set; without TLS keep it on a
+/// loopback or otherwise private address.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamConfig {
@@ -87,9 +88,13 @@ pub struct StreamConfig {
     pub address: String,
     /// The TCP port; 0 lets the kernel choose one.
     pub port: u16,
-    /// The `http://host:port` the returned URLs start with; empty means the bound address.
-    /// Set it when listening on a wildcard address such as 0.0.0.0.
+    /// The `http://host:port` (`https://` with TLS) the returned URLs start with; empty
+    /// means the bound address. Set it when listening on a wildcard address such as 0.0.0.0.
     pub base_url: String,
+    /// PEM certificate chain to serve TLS with; set together with `tls_key_file`.
+    pub tls_cert_file: String,
+    /// PEM private key of that certificate; set together with `tls_cert_file`.
+    pub tls_key_file: String,
     /// How long a returned URL stays usable (it is single use either way).
     pub token_ttl_seconds: u64,
     /// A session without traffic for this long is closed; 0 never closes one.
@@ -102,6 +107,8 @@ impl Default for StreamConfig {
             address: "127.0.0.1".to_string(),
             port: 0,
             base_url: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             token_ttl_seconds: 60,
             idle_timeout_seconds: 4 * 3600,
         }
@@ -121,11 +128,23 @@ impl StreamConfig {
         if self.token_ttl_seconds == 0 {
             return invalid("stream.token_ttl_seconds must be at least 1".to_string());
         }
+        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
+            return invalid(
+                "stream.tls_cert_file and stream.tls_key_file must be set together (both for TLS, neither for plain HTTP)"
+                    .to_string(),
+            );
+        }
         let mut warnings = Vec::new();
         if !self.base_url.is_empty() {
-            let Some(rest) = self.base_url.strip_prefix("http://") else {
+            let scheme = if self.tls_cert_file.is_empty() {
+                "http://"
+            } else {
+                "https://"
+            };
+            let Some(rest) = self.base_url.strip_prefix(scheme) else {
                 return invalid(format!(
-                    "stream.base_url must start with http:// (the streaming server has no TLS), got {:?}",
+                    "stream.base_url must start with {scheme} (TLS is {} by stream.tls_cert_file), got {:?}",
+                    if scheme == "http://" { "off" } else { "on" },
                     self.base_url
                 ));
             };
@@ -157,6 +176,10 @@ impl StreamConfig {
             token_ttl: std::time::Duration::from_secs(self.token_ttl_seconds),
             idle_timeout: Some(std::time::Duration::from_secs(self.idle_timeout_seconds))
                 .filter(|d| !d.is_zero()),
+            tls: (!self.tls_cert_file.is_empty()).then(|| crius_stream::TlsFiles {
+                cert: self.tls_cert_file.clone().into(),
+                key: self.tls_key_file.clone().into(),
+            }),
             ..crius_stream::StreamServerConfig::default()
         })
     }
@@ -435,6 +458,8 @@ mod tests {
             "base_url",
             "token_ttl_seconds = 60",
             "idle_timeout_seconds = 14400",
+            "tls_cert_file = \"\"",
+            "tls_key_file = \"\"",
         ] {
             assert!(text.contains(key), "default config lacks {key}:\n{text}");
         }
@@ -513,6 +538,27 @@ mod tests {
         }
         assert!(Config::parse("[stream]\ntls_cert = \"/x\"\n").is_err());
         assert!(Config::parse("[stream]\nport = 70000\n").is_err());
+    }
+
+    #[test]
+    fn stream_tls_files_go_together_and_switch_the_scheme() {
+        for one in ["tls_cert_file = \"/c.pem\"", "tls_key_file = \"/k.pem\""] {
+            let c = Config::parse(&format!("[stream]\n{one}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("must be set together"), "{one}: {err}");
+        }
+        let both = "[stream]\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n";
+        let c = Config::parse(both).unwrap();
+        assert!(c.validate().unwrap().is_empty());
+        let tls = c.stream.server_config().unwrap().tls.unwrap();
+        assert_eq!(tls.cert, std::path::Path::new("/c.pem"));
+        assert_eq!(tls.key, std::path::Path::new("/k.pem"));
+        assert_eq!(Config::default().stream.server_config().unwrap().tls, None);
+        let c = Config::parse(&format!("{both}base_url = \"http://node:10010\"\n")).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("https://"), "{err}");
+        let c = Config::parse(&format!("{both}base_url = \"https://node:10010\"\n")).unwrap();
+        assert!(c.validate().unwrap().is_empty());
     }
 
     #[test]
