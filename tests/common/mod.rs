@@ -35,7 +35,47 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        release_pods(&self.0);
         let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a test left running under `scratch` (a failed assertion, or a test that never
+/// removes its pods): each pod's monitor is asked to shut down (it kills and removes its
+/// containers and releases its namespace pins), then every mount still below `scratch`
+/// (container rootfs overlays, a pod's shm) is detached, so no monitor, mount or scratch
+/// directory outlives the test.
+fn release_pods(scratch: &Path) {
+    let states = fs::read_dir(scratch).into_iter().flatten().flatten();
+    for state in states {
+        let pods = fs::read_dir(state.path().join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        for pod in pods {
+            let socket = pod.path().join("monitor.sock");
+            if socket.exists() {
+                let _ = crius_monitor::MonitorClient::connect(&socket, Duration::from_secs(5))
+                    .and_then(|mut m| m.shutdown());
+            }
+        }
+    }
+    let prefix = format!("{}/", scratch.display());
+    let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    // Deepest first, so a parent is never detached before what is mounted inside it.
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = Command::new("umount")
+            .args(["-l", &m])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
