@@ -5,7 +5,7 @@
 //! RSS and page faults, which crius-oci's `CgroupStats` does not carry, come from the
 //! cgroup's `memory.stat` (v1: `total_rss`, `total_pgfault`; v2: `anon`, `pgfault`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crius_oci::cgroup::CgroupManager;
@@ -38,19 +38,11 @@ pub fn read(cgroup: &CgroupManager) -> Result<ContainerStats> {
 fn rss_and_faults(cgroup: &CgroupManager) -> (u64, u64) {
     let (file, rss_key, fault_key) = match cgroup {
         CgroupManager::V1(m) => (
-            memory_v1_root().map(|root| root.join(m.path()).join("memory.stat")),
+            m.dir("memory").map(|d| d.join("memory.stat")),
             "total_rss",
             "total_pgfault",
         ),
-        CgroupManager::V2(m) => (
-            Some(
-                Path::new("/sys/fs/cgroup")
-                    .join(m.path())
-                    .join("memory.stat"),
-            ),
-            "anon",
-            "pgfault",
-        ),
+        CgroupManager::V2(m) => (Some(m.dir().join("memory.stat")), "anon", "pgfault"),
     };
     let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok()) else {
         return (0, 0);
@@ -65,18 +57,6 @@ fn keyed(text: &str, key: &str) -> u64 {
             (k == key).then(|| v.trim().parse().ok()).flatten()
         })
         .unwrap_or(0)
-}
-
-fn memory_v1_root() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mut r = right.split(' ');
-        let (fstype, _source, opts) = (r.next()?, r.next()?, r.next()?);
-        let memory = fstype == "cgroup" && opts.split(',').any(|o| o == "memory");
-        let mount = left.split(' ').nth(4)?;
-        memory.then(|| PathBuf::from(mount))
-    })
 }
 
 fn now_ns() -> i64 {

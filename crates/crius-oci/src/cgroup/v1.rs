@@ -70,7 +70,8 @@ impl V1Manager {
         &self.rel
     }
 
-    fn dir(&self, controller: &str) -> Option<&Path> {
+    /// The cgroup's directory in `controller`'s hierarchy, when that hierarchy is mounted.
+    pub fn dir(&self, controller: &str) -> Option<&Path> {
         self.dirs.get(controller).map(PathBuf::as_path)
     }
 

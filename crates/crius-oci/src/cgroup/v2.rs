@@ -43,6 +43,11 @@ impl V2Manager {
         &self.rel
     }
 
+    /// The cgroup's directory on its cgroup2 mount.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub(crate) fn exists(&self) -> bool {
         self.dir.is_dir()
     }
