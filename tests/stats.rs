@@ -6,119 +6,21 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Layout, RegistryFixture};
+use common::{setup, Setup};
 use crius::api;
-use crius::client::CriClient;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-struct Setup {
-    layout: Layout,
-    _fixture: RegistryFixture,
-    _daemon: Daemon,
-    client: CriClient,
-    image: String,
-}
-
-async fn setup(tag: &str) -> Option<Setup> {
-    if !crius_testkit::require_root(tag) {
-        return None;
-    }
-    let layout = Layout::new(tag);
-    let fixture = RegistryFixture::start(&layout).await;
-    let daemon = Daemon::start(&layout, &[]);
-    let mut client = daemon.client().await;
-    let image = fixture.image();
-    client
-        .image
-        .pull_image(api::PullImageRequest {
-            image: Some(api::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    Some(Setup {
-        layout,
-        _fixture: fixture,
-        _daemon: daemon,
-        client,
-        image,
-    })
-}
-
-fn pod_config(layout: &Layout, name: &str) -> api::PodSandboxConfig {
-    api::PodSandboxConfig {
-        metadata: Some(api::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: layout
-            .scratch
-            .path()
-            .join("logs")
-            .join(name)
-            .display()
-            .to_string(),
-        ..Default::default()
-    }
-}
-
 /// Runs a pod and creates (not starts) a container running `script` in it.
 async fn pod_with_container(s: &mut Setup, name: &str, script: &str) -> (String, String) {
-    let config = pod_config(&s.layout, name);
-    let pod = s
-        .client
-        .runtime
-        .run_pod_sandbox(api::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let container = api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata {
-            name: "work".into(),
-            attempt: 0,
-        }),
-        image: Some(api::ImageSpec {
-            image: s.image.clone(),
-            ..Default::default()
-        }),
-        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        log_path: "work/0.log".into(),
-        ..Default::default()
-    };
-    let id = s
-        .client
-        .runtime
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(container),
-            sandbox_config: Some(config),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
+    let (pod, config) = common::run_pod(s, name).await;
+    let container = common::container_config(&s.image, "work", &["/bin/sh", "-c", script]);
+    let id = common::create(s, &pod, &config, container).await;
     (pod, id)
 }
 
 async fn start(s: &mut Setup, id: &str) {
-    s.client
-        .runtime
-        .start_container(api::StartContainerRequest {
-            container_id: id.into(),
-        })
-        .await
-        .unwrap();
+    common::start(&mut s.client, id).await;
 }
 
 async fn status(s: &mut Setup, id: &str) -> (api::ContainerStatus, String) {
