@@ -31,23 +31,7 @@ fn a_missing_certificate_stops_start_up_and_a_good_one_serves_https() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&cert.display().to_string()), "{stderr}");
 
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "openssl: {made:?}");
+    crius_testkit::tls::self_signed_localhost(&cert, &key).unwrap();
     let daemon = Daemon::start(&layout, &[]);
     let log = daemon.log();
     assert!(log.contains("https://127.0.0.1:"), "{log}");

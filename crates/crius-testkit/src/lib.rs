@@ -3,9 +3,11 @@
 //! - [`require_root`]: the single gate for tests that need real root. Under `CI=true` a
 //!   non-root run fails instead of skipping, so CI can never pass by skipping.
 //! - [`rootfs`]: minimal root filesystems built from Debian's `busybox-static`.
+//! - [`tls`]: self-signed certificates for TLS tests.
 #![forbid(unsafe_code)]
 
 pub mod rootfs;
+pub mod tls;
 
 #[cfg(feature = "registry")]
 pub mod images;

@@ -12,29 +12,10 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::common::{exec_req, server_with};
 
-/// A self-signed P-256 certificate for 127.0.0.1, made by the openssl CLI.
+/// A self-signed certificate for 127.0.0.1 in `dir`.
 fn self_signed(dir: &Path) -> TlsFiles {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        // webpki refuses a CA certificate as the server's own (req -x509
-        // marks it CA by default).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl: {out:?}");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    crius_testkit::tls::self_signed_localhost(&cert, &key).unwrap();
     TlsFiles { cert, key }
 }
 
