@@ -2,7 +2,8 @@
 # Installs, from Debian's archive only, what building, running and testing crius needs.
 # Rust itself comes from the machine's toolchain (rustup); nothing is downloaded by hand.
 #   scripts/install-deps.sh          build + run dependencies
-#   scripts/install-deps.sh --test   also the test fixtures: registry, CNI plugins, runc, crun
+#   scripts/install-deps.sh --test   also the test fixtures: registry, CNI plugins, runc, crun,
+#                                    systemd, dbus-daemon
 set -euo pipefail
 
 packages=(protobuf-compiler gcc pkg-config zlib1g-dev iproute2 iptables ca-certificates)
@@ -13,6 +14,8 @@ if [[ "${1:-}" == "--test" ]]; then
         apache2-utils               # htpasswd for the basic-auth registry tests
         runc crun                   # runc-compatible handlers for the conformance suite
         containernetworking-plugins # real CNI plugins for networking tests
+        systemd                     # a systemd --user manager for the systemd cgroup driver tests
+        dbus-daemon                 # a private message bus for the D-Bus client's bus transport
     )
 fi
 

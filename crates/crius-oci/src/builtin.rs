@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -13,6 +13,7 @@ use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxIdMapping, LinuxResources, Process as ProcessSpec, Spec};
 
+use crate::cgroup::systemd::{self, ScopePath, Systemd};
 use crate::cgroup::{CgroupManager, CgroupStats};
 use crate::clone::{pidfd_send_signal, set_winsize, spawn};
 use crate::error::{Error, InitError, Result};
@@ -28,18 +29,48 @@ struct Record {
     channel: Option<Channel>,
     spec: Spec,
     cgroup: Option<CgroupManager>,
+    /// The systemd scope holding the cgroup (systemd-form `cgroupsPath`).
+    scope: Option<ScopePath>,
+}
+
+/// A container's cgroup before its process joins it.
+#[derive(Debug)]
+struct ContainerCgroup {
+    mgr: CgroupManager,
+    /// The spec's resources with the device rules completed.
+    resources: LinuxResources,
+    /// For a systemd-form path: the scope to create and a connection to its manager.
+    scope: Option<(ScopePath, Systemd)>,
 }
 
 /// The built-in runtime. Must be used from a single-threaded process (see `clone`).
 #[derive(Debug, Default)]
 pub struct BuiltinRuntime {
     containers: HashMap<String, Record>,
+    /// The systemd manager's socket for systemd-form cgroup paths; `None` picks
+    /// [`systemd::default_bus`] when one is needed.
+    systemd_bus: Option<PathBuf>,
 }
 
 impl BuiltinRuntime {
     /// An empty runtime.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reaches the systemd manager on `bus` (its private socket or a message bus) for
+    /// containers whose `cgroupsPath` is in the systemd form `slice:prefix:name`.
+    pub fn with_systemd_bus(mut self, bus: impl Into<PathBuf>) -> Self {
+        self.systemd_bus = Some(bus.into());
+        self
+    }
+
+    fn systemd(&self) -> Result<Systemd> {
+        let bus = self
+            .systemd_bus
+            .clone()
+            .unwrap_or_else(systemd::default_bus);
+        Systemd::connect(&bus)
     }
 
     /// The cgroup of container `id` (for live updates and stats).
@@ -55,27 +86,67 @@ impl BuiltinRuntime {
 
     /// The container's cgroup: `linux.cgroupsPath`, or `/<id>` like runc when absent.
     /// Resources are applied with the device rules completed (spec rules, the default
-    /// allow list, the spec's devices).
-    fn cgroup_for(id: &str, spec: &Spec) -> Result<Option<CgroupManager>> {
+    /// allow list, the spec's devices). A cgroupfs cgroup is created and configured here;
+    /// a systemd scope only once its first process exists (see [`join_cgroup`]).
+    fn cgroup_for(&self, id: &str, spec: &Spec) -> Result<ContainerCgroup> {
         let linux = spec.linux().clone().unwrap_or_default();
         let path = linux
             .cgroups_path()
             .clone()
             .unwrap_or_else(|| format!("/{id}").into());
-        let mgr = CgroupManager::new(&path)?;
-        mgr.create()?;
         let mut resources = linux.resources().clone().unwrap_or_default();
         let devices = linux.devices().clone().unwrap_or_default();
         resources.set_devices(Some(crate::cgroup::device_rules(
             linux.resources().as_ref(),
             &devices,
         )));
+        if systemd::is_systemd_path(&path) {
+            let scope = ScopePath::parse(&path)?;
+            let mut manager = self.systemd()?;
+            let root = manager.manager_root()?;
+            let mgr = CgroupManager::for_scope(&scope.cgroup_path(&root))?;
+            return Ok(ContainerCgroup {
+                mgr,
+                resources,
+                scope: Some((scope, manager)),
+            });
+        }
+        let mgr = CgroupManager::new(&path)?;
+        mgr.create()?;
         if let Err(e) = mgr.apply(&resources) {
             let _ = mgr.delete();
             return Err(e);
         }
-        Ok(Some(mgr))
+        Ok(ContainerCgroup {
+            mgr,
+            resources,
+            scope: None,
+        })
     }
+
+    /// Removes a container's cgroup: kills what is left in it, stops its scope (if any)
+    /// and removes the directories systemd did not.
+    fn remove_cgroup(&self, mgr: &CgroupManager, scope: Option<&ScopePath>) -> Result<()> {
+        mgr.kill_all(Duration::from_secs(5))?;
+        if let Some(scope) = scope {
+            self.systemd()?.stop_scope(&scope.unit)?;
+        }
+        mgr.delete()
+    }
+}
+
+/// Puts the container's first process `pid` in its cgroup. For a systemd scope: systemd
+/// creates the scope with `pid` in it, then crius creates the directories systemd left
+/// alone (v1 controllers a manager does not manage), writes the resources and adds `pid`
+/// to every hierarchy.
+fn join_cgroup(cg: &mut ContainerCgroup, pid: i32) -> Result<()> {
+    if let Some((scope, manager)) = cg.scope.as_mut() {
+        manager.start_scope(scope, pid, &cg.resources, crate::cgroup::unified_host())?;
+        tracing::debug!(unit = %scope.unit, pid, "systemd scope started");
+        cg.mgr.create()?;
+        cg.mgr.apply(&cg.resources)?;
+    }
+    cg.mgr.add_process(pid)
 }
 
 fn write_id_maps(pid: Pid, spec: &Spec) -> std::result::Result<(), String> {
@@ -128,12 +199,13 @@ fn receive_pty(id: &str, channel: &Channel, process: &ProcessSpec) -> Result<Opt
     Ok(Some(master))
 }
 
-/// Spawns the children for `plan`, places the process in `cgroup`, and lets it go on.
+/// Spawns the children for `plan`, places the process with `place` (into its cgroup),
+/// and lets it go on.
 fn launch(
     id: &str,
     plan: &crate::init::InitPlan,
     spec: &Spec,
-    cgroup: Option<&CgroupManager>,
+    place: &mut dyn FnMut(i32) -> Result<()>,
 ) -> Result<(Channel, crate::clone::Spawned)> {
     let (parent, child) = Channel::pair().map_err(|e| Error::sys("socketpair", e))?;
     let mut map = |pid: Pid| write_id_maps(pid, spec);
@@ -141,14 +213,11 @@ fn launch(
         id: id.into(),
         source,
     })?;
-    let go = cgroup
-        .map(|c| c.add_process(spawned.pid.as_raw()))
-        .unwrap_or(Ok(()))
-        .and_then(|()| {
-            parent
-                .send(&Message::Continue, None)
-                .map_err(Error::Protocol)
-        });
+    let go = place(spawned.pid.as_raw()).and_then(|()| {
+        parent
+            .send(&Message::Continue, None)
+            .map_err(Error::Protocol)
+    });
     if let Err(e) = go {
         abandon(&spawned.pidfd);
         return Err(e);
@@ -182,15 +251,15 @@ impl OciRuntime for BuiltinRuntime {
         let rootfs = rootfs_of(bundle, spec)?;
         let mut held = HeldFds::default();
         let plan = plan::for_container(spec, bundle, &rootfs, stdio, &mut held)?;
-        let cgroup = Self::cgroup_for(id, spec)?;
-        let launched = launch(id, &plan, spec, cgroup.as_ref());
+        let mut cgroup = self.cgroup_for(id, spec)?;
+        let launched = launch(id, &plan, spec, &mut |pid| join_cgroup(&mut cgroup, pid));
         drop(held.fds);
+        let scope = cgroup.scope.take().map(|(scope, _)| scope);
+        let cgroup = cgroup.mgr;
         let (channel, spawned) = match launched {
             Ok(l) => l,
             Err(e) => {
-                if let Some(c) = &cgroup {
-                    let _ = c.delete();
-                }
+                let _ = self.remove_cgroup(&cgroup, scope.as_ref());
                 return Err(e);
             }
         };
@@ -208,9 +277,7 @@ impl OciRuntime for BuiltinRuntime {
             Ok(pty) => pty,
             Err(e) => {
                 abandon(&spawned.pidfd);
-                if let Some(c) = &cgroup {
-                    let _ = c.delete();
-                }
+                let _ = self.remove_cgroup(&cgroup, scope.as_ref());
                 return Err(e);
             }
         };
@@ -226,7 +293,8 @@ impl OciRuntime for BuiltinRuntime {
                 pidfd: spawned.pidfd,
                 channel: Some(channel),
                 spec: spec.clone(),
-                cgroup,
+                cgroup: Some(cgroup),
+                scope,
             },
         );
         Ok(Process::new(spawned.pid.as_raw(), pidfd, pty))
@@ -302,8 +370,7 @@ impl OciRuntime for BuiltinRuntime {
             let _ = poll(&mut fds, PollTimeout::from(5000u16));
         }
         if let Some(c) = &rec.cgroup {
-            c.kill_all(Duration::from_secs(5))?;
-            c.delete()?;
+            self.remove_cgroup(c, rec.scope.as_ref())?;
         }
         self.containers.remove(id);
         tracing::debug!(container_id = %id, force, "container deleted");
@@ -321,7 +388,9 @@ impl OciRuntime for BuiltinRuntime {
         }
         let mut held = HeldFds::default();
         let plan = plan::for_exec(&rec.spec, rec.pid, process, stdio, &mut held)?;
-        let launched = launch(id, &plan, &rec.spec, rec.cgroup.as_ref());
+        let cgroup = rec.cgroup.as_ref();
+        let mut place = |pid| cgroup.map_or(Ok(()), |c| c.add_process(pid));
+        let launched = launch(id, &plan, &rec.spec, &mut place);
         drop(held.fds);
         let (channel, spawned) = launched?;
         let pty = match receive_pty(id, &channel, process) {

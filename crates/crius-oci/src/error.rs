@@ -157,6 +157,15 @@ pub enum Error {
     /// A host facility the spec asks for is absent (LSM, controller, binary).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A call to the systemd manager (systemd cgroup driver) failed.
+    #[error("systemd {op}: {source}")]
+    Systemd {
+        /// The call or step.
+        op: String,
+        /// What D-Bus said.
+        #[source]
+        source: crate::cgroup::dbus::DbusError,
+    },
 }
 
 impl Error {
@@ -175,6 +184,7 @@ impl Error {
             Error::Protocol(_) => ErrorKind::Internal,
             Error::Binary { .. } => ErrorKind::Internal,
             Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Systemd { source, .. } => dbus_kind(source),
         }
     }
 
@@ -212,6 +222,24 @@ impl InitError {
             | InitError::SetUser(_)
             | InitError::DropCapabilities(_)
             | InitError::Sync(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+fn dbus_kind(err: &crate::cgroup::dbus::DbusError) -> ErrorKind {
+    use crate::cgroup::dbus::DbusError;
+    match err {
+        DbusError::Connect { .. } => ErrorKind::Unavailable,
+        DbusError::Timeout { .. } => ErrorKind::DeadlineExceeded,
+        DbusError::Remote { name, .. } => match name.as_str() {
+            "org.freedesktop.systemd1.NoSuchUnit" => ErrorKind::NotFound,
+            "org.freedesktop.systemd1.UnitExists" => ErrorKind::AlreadyExists,
+            "org.freedesktop.DBus.Error.InvalidArgs" => ErrorKind::InvalidArgument,
+            "org.freedesktop.DBus.Error.AccessDenied" => ErrorKind::FailedPrecondition,
+            _ => ErrorKind::Internal,
+        },
+        DbusError::Io { .. } | DbusError::Auth { .. } | DbusError::Malformed(_) => {
+            ErrorKind::Internal
         }
     }
 }

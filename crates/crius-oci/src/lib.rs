@@ -10,16 +10,18 @@
 //! `pivot_root`, masked and read-only paths, read-only root), privileges (capabilities,
 //! no_new_privs, seccomp, AppArmor/SELinux, rlimits, umask, oom_score_adj, user and
 //! groups, sysctls), cgroups v1 and v2 with device control ([`cgroup::CgroupManager`];
-//! v1 `devices.*` files, v2 a BPF device program), exec into a running container, ptys on
+//! v1 `devices.*` files, v2 a BPF device program) under the cgroupfs or the systemd driver
+//! (transient scope units created over D-Bus by a small client of its own,
+//! [`cgroup::systemd`]), exec into a running container, ptys on
 //! the container's own devpts; the [`OciRuntime`] trait with the built-in
 //! [`BuiltinRuntime`] and [`BinaryRuntime`] for runc-compatible CLIs;
 //! [`seccomp::default_seccomp`] and [`spec::secure_default`].
 //!
 //! **Refuses**: async (no tokio: the caller is the single-threaded per-pod monitor;
 //! never call the built-in runtime from a multi-threaded process), persistence of
-//! container state (the monitor's job), image handling, networking, OCI hooks, systemd's
-//! `slice:prefix:name` cgroupsPath form and transient units (crius-core expands slice
-//! names into plain cgroup paths itself), seccomp notify.
+//! container state (the monitor's job), image handling, networking, OCI hooks, slice
+//! units for containers (a systemd-form `slice:prefix:name` cgroupsPath always names a
+//! scope), seccomp notify.
 //!
 //! **Threat model**: the rootfs and the spec's process are untrusted (a hostile image);
 //! the spec itself is trusted (crius-core builds it). A rootfs cannot redirect a mount,

@@ -3,10 +3,13 @@
 //! - [`require_root`]: the single gate for tests that need real root. Under `CI=true` a
 //!   non-root run fails instead of skipping, so CI can never pass by skipping.
 //! - [`rootfs`]: minimal root filesystems built from Debian's `busybox-static`.
+//! - [`systemd::SystemdUserManager`]: a real `systemd --user` manager for the systemd
+//!   cgroup driver, on hosts whose init is not systemd.
 //! - [`tls`]: self-signed certificates for TLS tests.
 #![forbid(unsafe_code)]
 
 pub mod rootfs;
+pub mod systemd;
 pub mod tls;
 
 #[cfg(feature = "registry")]

@@ -1,14 +1,18 @@
 //! cgroups v1 and v2 behind one [`CgroupManager`] (enum dispatch: the set is closed).
 //!
-//! Driver: cgroupfs only (direct file writes under the hierarchy mounts; cgroups-rs was
-//! not needed for the handful of files involved). A systemd driver (transient scope units
-//! over D-Bus) may come later; until then a systemd-style `cgroupsPath` (`slice:prefix:name`)
-//! is refused with `InvalidArgument`.
+//! Drivers: cgroupfs (direct file writes under the hierarchy mounts; cgroups-rs was not
+//! needed for the handful of files involved), and systemd ([`systemd`]): a `cgroupsPath`
+//! in runc's systemd form `slice:prefix:name` becomes a transient scope unit that systemd
+//! creates over D-Bus ([`dbus`]); the files inside it are then written as with cgroupfs.
+//! [`CgroupManager::new`] takes cgroupfs paths only and refuses the systemd form (the
+//! built-in runtime resolves it to the scope's directory first).
 //!
 //! Paths: `cgroupsPath` is relative to each hierarchy root (an absolute-looking path is
 //! taken relative to the root too); `..` components are refused.
 
 mod bpf;
+pub mod dbus;
+pub mod systemd;
 mod v1;
 mod v2;
 
@@ -52,7 +56,7 @@ impl CgroupManager {
     /// cgroup2, otherwise v1 hierarchies read from /proc/self/mountinfo).
     pub fn new(path: &Path) -> Result<Self> {
         let rel = relative(path)?;
-        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        if unified_host() {
             return Ok(CgroupManager::V2(V2Manager::new(
                 Path::new("/sys/fs/cgroup"),
                 &rel,
@@ -60,6 +64,23 @@ impl CgroupManager {
         }
         Ok(CgroupManager::V1(V1Manager::new(
             v1::host_hierarchies()?,
+            &rel,
+        )))
+    }
+
+    /// The manager for the directory `path` of a systemd scope: on a v1 (hybrid) host it
+    /// also covers systemd's `name=systemd` hierarchy and the cgroup2 mount, where systemd
+    /// tracks the scope, so processes added later (exec) join the scope there too.
+    pub fn for_scope(path: &Path) -> Result<Self> {
+        let rel = relative(path)?;
+        if unified_host() {
+            return Ok(CgroupManager::V2(V2Manager::new(
+                Path::new("/sys/fs/cgroup"),
+                &rel,
+            )));
+        }
+        Ok(CgroupManager::V1(V1Manager::new(
+            v1::host_hierarchies_with_systemd()?,
             &rel,
         )))
     }
@@ -187,6 +208,11 @@ impl CgroupManager {
     }
 }
 
+/// Whether the host runs the unified hierarchy only (cgroup2 at /sys/fs/cgroup).
+pub fn unified_host() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
 /// Device rules every container gets after the spec's own (runc does the same): the
 /// standard character devices and ptys may be used, and any node may be created (`m`)
 /// but not opened. With the spec's usual leading deny-all this is the whole allow list.
@@ -255,9 +281,10 @@ pub(crate) fn device_rule_line(d: &LinuxDeviceCgroup) -> String {
 
 fn relative(path: &Path) -> Result<PathBuf> {
     let s = path.to_string_lossy();
-    if !s.starts_with('/') && s.matches(':').count() == 2 {
+    if systemd::is_systemd_path(path) {
         return Err(Error::InvalidSpec(format!(
-            "cgroupsPath {s}: the systemd cgroup driver is not implemented; use a cgroupfs path"
+            "cgroupsPath {s} is in the systemd form slice:prefix:name, which names a scope \
+             unit, not a directory: resolve it through the systemd driver"
         )));
     }
     let mut out = PathBuf::new();

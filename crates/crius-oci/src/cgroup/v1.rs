@@ -21,8 +21,24 @@ pub struct V1Manager {
     rel: PathBuf,
 }
 
+/// The key of systemd's own v1 hierarchy (no controller, `name=systemd`) in a hierarchy map.
+pub(crate) const SYSTEMD_HIERARCHY: &str = "name=systemd";
+/// The key of a hybrid host's cgroup2 mount (`/sys/fs/cgroup/unified`) in a hierarchy map.
+pub(crate) const UNIFIED_HIERARCHY: &str = "unified";
+
 /// Controller name → mount point, from /proc/self/mountinfo.
 pub(crate) fn host_hierarchies() -> Result<BTreeMap<String, PathBuf>> {
+    hierarchies(false)
+}
+
+/// The controller hierarchies plus the two systemd tracks its units in on a hybrid host
+/// (`name=systemd` and the cgroup2 mount), for a systemd scope: a process that joins the
+/// container later (exec) must land in the scope there too.
+pub(crate) fn host_hierarchies_with_systemd() -> Result<BTreeMap<String, PathBuf>> {
+    hierarchies(true)
+}
+
+fn hierarchies(with_systemd: bool) -> Result<BTreeMap<String, PathBuf>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| Error::io("/proc/self/mountinfo", e))?;
     let mut out = BTreeMap::new();
@@ -31,14 +47,22 @@ pub(crate) fn host_hierarchies() -> Result<BTreeMap<String, PathBuf>> {
             continue;
         };
         let mut r = right.split(' ');
-        if r.next() != Some("cgroup") {
-            continue;
-        }
+        let fstype = r.next();
         let Some(mountpoint) = left.split(' ').nth(4) else {
             continue;
         };
+        if fstype == Some("cgroup2") {
+            if with_systemd {
+                out.entry(UNIFIED_HIERARCHY.to_string())
+                    .or_insert_with(|| PathBuf::from(mountpoint));
+            }
+            continue;
+        }
+        if fstype != Some("cgroup") {
+            continue;
+        }
         for opt in r.nth(1).unwrap_or_default().split(',') {
-            if CONTROLLERS.contains(&opt) {
+            if CONTROLLERS.contains(&opt) || (with_systemd && opt == SYSTEMD_HIERARCHY) {
                 out.entry(opt.to_string())
                     .or_insert_with(|| PathBuf::from(mountpoint));
             }
