@@ -5,7 +5,8 @@
 //! so the caller must be a child subreaper (`PR_SET_CHILD_SUBREAPER`) to reap them and
 //! use [`Process::wait`]; crius-monitor is. The CLI keeps its state under `root`
 //! (`--root`); `create` writes the spec to `<bundle>/config.json` as the CLI expects.
-//! Extra fds (`Stdio::extra_fds`) are not supported here.
+//! Extra fds (`Stdio::extra_fds`) are not supported here. `stats` asks `events --stats`,
+//! or, for a CLI without that command (crun), reads the cgroup the init runs in.
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -18,7 +19,7 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxResources, Process as ProcessSpec, Spec};
 
-use crate::cgroup::CgroupStats;
+use crate::cgroup::{CgroupManager, CgroupStats};
 use crate::clone::pidfd_open;
 use crate::error::{Error, Result};
 use crate::runtime::{validate_id, ContainerState, OciRuntime, Process, Status, Stdio};
@@ -93,7 +94,11 @@ impl BinaryRuntime {
         .trim()
         .to_string();
         let lower = message.to_lowercase();
-        let missing = lower.contains("does not exist") || lower.contains("not found");
+        // runc says "does not exist"; crun only fails to open `<root>/<id>/status`. Both
+        // (and youki) keep a container's state in `<root>/<id>/`, which settles it.
+        let missing = lower.contains("does not exist")
+            || lower.contains("not found")
+            || !self.root.join(id).is_dir();
         if missing && op != "create" && op != "exec" {
             return Err(Error::NotFound(id.to_string()));
         }
@@ -362,7 +367,20 @@ impl OciRuntime for BinaryRuntime {
     fn stats(&mut self, id: &str) -> Result<CgroupStats> {
         let mut cmd = self.command(&self.log_path(id, "events"));
         cmd.arg("events").arg("--stats").arg(id);
-        let out = self.run("events", id, cmd)?;
+        let out = match self.run("events", id, cmd) {
+            Ok(out) => out,
+            // crun has no `events`: read the cgroup its init runs in, as the built-in
+            // runtime does.
+            Err(Error::Binary { message, .. }) if message.contains("unknown command") => {
+                let pid = self.state(id)?.pid.ok_or_else(|| Error::WrongState {
+                    id: id.into(),
+                    op: "read stats",
+                    state: "stopped".into(),
+                })?;
+                return CgroupManager::of_process(pid)?.stats();
+            }
+            Err(e) => return Err(e),
+        };
         let v: serde_json::Value = serde_json::from_slice(&out)
             .map_err(|e| Error::Protocol(format!("{} events --stats: {e}", self.name)))?;
         Ok(stats_from_events(&v))

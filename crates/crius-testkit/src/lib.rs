@@ -6,8 +6,11 @@
 //! - [`systemd::SystemdUserManager`]: a real `systemd --user` manager for the systemd
 //!   cgroup driver, on hosts whose init is not systemd.
 //! - [`tls`]: self-signed certificates for TLS tests.
+//! - [`hybrid`]: a private mount namespace without the cgroup2 mount of a hybrid host,
+//!   where crun 1.8 runs.
 #![forbid(unsafe_code)]
 
+pub mod hybrid;
 pub mod rootfs;
 pub mod systemd;
 pub mod tls;

@@ -85,6 +85,20 @@ impl CgroupManager {
         )))
     }
 
+    /// The manager for the cgroup process `pid` is in, from `/proc/<pid>/cgroup` (on v1
+    /// the memory controller's path, which runtimes share across controllers). The paths
+    /// there are relative to the reader's cgroup namespace: the host's, for crius.
+    pub fn of_process(pid: i32) -> Result<Self> {
+        let file = PathBuf::from(format!("/proc/{pid}/cgroup"));
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        let v2 = unified_host();
+        let path = process_cgroup_path(&text, v2).ok_or_else(|| Error::Cgroup {
+            path: file.clone(),
+            message: format!("no {} entry", if v2 { "cgroup v2" } else { "memory" }),
+        })?;
+        Self::new(Path::new(path))
+    }
+
     /// A v2 manager on an explicit cgroup2 mount (the `unified` mount of a hybrid host).
     pub fn v2_at(mount: &Path, path: &Path) -> Result<Self> {
         Ok(CgroupManager::V2(V2Manager::new(mount, &relative(path)?)))
@@ -279,6 +293,21 @@ pub(crate) fn device_rule_line(d: &LinuxDeviceCgroup) -> String {
     format!("{t} {}:{} {access}", num(d.major()), num(d.minor()))
 }
 
+/// The cgroup path in a `/proc/<pid>/cgroup` text: the `0::` line's on v2, the memory
+/// controller's on v1.
+fn process_cgroup_path(text: &str, v2: bool) -> Option<&str> {
+    text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let wanted = if v2 {
+            id == "0" && controllers.is_empty()
+        } else {
+            controllers.split(',').any(|c| c == "memory")
+        };
+        wanted.then_some(path)
+    })
+}
+
 fn relative(path: &Path) -> Result<PathBuf> {
     let s = path.to_string_lossy();
     if systemd::is_systemd_path(path) {
@@ -379,6 +408,14 @@ mod tests {
         assert!(lines.contains(&"c 136:* rwm".to_string()), "{lines:?}");
         assert!(lines.contains(&"b *:* m".to_string()), "{lines:?}");
         assert_eq!(lines.len(), 10);
+    }
+
+    #[test]
+    fn a_process_cgroup_is_read_from_its_proc_file() {
+        let text = "9:name=systemd:/a\n4:memory:/crius/ctr\n3:cpu,cpuacct:/crius/ctr\n0::/v2/ctr\n";
+        assert_eq!(process_cgroup_path(text, false), Some("/crius/ctr"));
+        assert_eq!(process_cgroup_path(text, true), Some("/v2/ctr"));
+        assert_eq!(process_cgroup_path("1:cpu:/x\n", false), None);
     }
 
     #[test]
