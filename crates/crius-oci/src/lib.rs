@@ -10,7 +10,8 @@
 //! `pivot_root`, masked and read-only paths, read-only root), privileges (capabilities,
 //! no_new_privs, seccomp, AppArmor/SELinux, rlimits, umask, oom_score_adj, user and
 //! groups, sysctls), cgroups v1 and v2 with device control ([`cgroup::CgroupManager`];
-//! v1 `devices.*` files, v2 a BPF device program) under the cgroupfs or the systemd driver
+//! v1 `devices.*` files, v2 a BPF device program compiled from v1's exception list for
+//! the same rules, so both enforce the same) under the cgroupfs or the systemd driver
 //! (transient scope units created over D-Bus by a small client of its own,
 //! [`cgroup::systemd`]), exec into a running container, ptys on
 //! the container's own devpts; the [`OciRuntime`] trait with the built-in

@@ -207,37 +207,16 @@ fn cpu_quota_holds_under_a_busy_loop() {
     p.wait().unwrap();
 }
 
-#[test]
-fn v2_device_rules_are_enforced_by_a_bpf_program() {
-    let mount = Path::new("/sys/fs/cgroup/unified");
-    if !crius_testkit::require_root("v2_device_rules_are_enforced_by_a_bpf_program")
-        || !mount.join("cgroup.controllers").exists()
-    {
-        return;
-    }
+/// Runs `script` in busybox sh inside `cg` and returns its output words. The shell waits
+/// on stdin until it is in the cgroup; its stderr (the open errors) goes to /dev/null,
+/// opened here, outside the cgroup's rules.
+fn run_in(cg: &CgroupManager, script: &str) -> Vec<String> {
     use std::io::{Read, Write};
-    let name = id("crius-oci-v2-dev");
-    let cg = CgroupManager::v2_at(mount, Path::new(&name)).unwrap();
-    let _cleanup = Cleanup(cg.clone());
-    cg.create().unwrap();
-    // Rules apply in order: fuse allowed, then its write access taken away again.
-    let spec_rules = resources(serde_json::json!({"devices": [
-        {"allow": false, "access": "rwm"},
-        {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"},
-        {"allow": false, "type": "c", "major": 10, "minor": 229, "access": "w"}
-    ]}));
-    let rules = crius_oci::cgroup::device_rules(Some(&spec_rules), &[]);
-    let mut with_rules = LinuxResources::default();
-    with_rules.set_devices(Some(rules));
-    cg.apply(&with_rules).unwrap();
-    let script = "read x; (echo x > /dev/null) && echo NULL-OK; \
-        (exec 3</dev/console) 2>/dev/null && echo CONSOLE-OPENED || echo CONSOLE-DENIED; \
-        (exec 3</dev/fuse) 2>/dev/null && echo FUSE-READ-OK || echo FUSE-READ-DENIED; \
-        (exec 3<>/dev/fuse) 2>/dev/null && echo FUSE-RW-OK || echo FUSE-RW-DENIED";
     let mut child = Command::new("/bin/busybox")
-        .args(["sh", "-c", script])
+        .args(["sh", "-c", &format!("read x; {script}")])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     cg.add_process(i32::try_from(child.id()).unwrap()).unwrap();
@@ -250,14 +229,107 @@ fn v2_device_rules_are_enforced_by_a_bpf_program() {
         .read_to_string(&mut out)
         .unwrap();
     child.wait().unwrap();
+    out.split_whitespace().map(String::from).collect()
+}
+
+/// A v2 cgroup on the hybrid host's unified mount, or none when there is no such mount.
+fn unified_cgroup(name: &str) -> Option<CgroupManager> {
+    let mount = Path::new("/sys/fs/cgroup/unified");
+    if !mount.join("cgroup.controllers").exists() {
+        return None;
+    }
+    Some(CgroupManager::v2_at(mount, Path::new(name)).unwrap())
+}
+
+#[test]
+fn v2_device_rules_are_enforced_by_a_bpf_program() {
+    if !crius_testkit::require_root("v2_device_rules_are_enforced_by_a_bpf_program") {
+        return;
+    }
+    let Some(cg) = unified_cgroup(&id("crius-oci-v2-dev")) else {
+        return;
+    };
+    let _cleanup = Cleanup(cg.clone());
+    cg.create().unwrap();
+    // Rules apply in order: fuse allowed, then its write access taken away again.
+    let spec_rules = resources(serde_json::json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"},
+        {"allow": false, "type": "c", "major": 10, "minor": 229, "access": "w"}
+    ]}));
+    let rules = crius_oci::cgroup::device_rules(Some(&spec_rules), &[]);
+    let mut with_rules = LinuxResources::default();
+    with_rules.set_devices(Some(rules));
+    cg.apply(&with_rules).unwrap();
+    let out = run_in(
+        &cg,
+        "(echo x > /dev/null) && echo NULL-OK; \
+        (exec 3</dev/console) 2>/dev/null && echo CONSOLE-OPENED || echo CONSOLE-DENIED; \
+        (exec 3</dev/fuse) 2>/dev/null && echo FUSE-READ-OK || echo FUSE-READ-DENIED; \
+        (exec 3<>/dev/fuse) 2>/dev/null && echo FUSE-RW-OK || echo FUSE-RW-DENIED",
+    );
     cg.delete().unwrap();
     assert_eq!(
-        out.split_whitespace().collect::<Vec<_>>(),
+        out,
         [
             "NULL-OK",
             "CONSOLE-DENIED",
             "FUSE-READ-OK",
             "FUSE-RW-DENIED"
         ]
+    );
+}
+
+/// v1 merges the access of allow rules naming the same device and lets a later deny take
+/// away just its bits; the v2 program must decide the same. Both are checked on the
+/// kernel: v2 on the unified mount, v1 on the devices hierarchy (each where present).
+#[test]
+fn split_device_rules_add_up_on_v2_as_on_v1() {
+    if !crius_testkit::require_root("split_device_rules_add_up_on_v2_as_on_v1") {
+        return;
+    }
+    // /dev/null opened read-write, read-only and write-only.
+    let script = "(exec 3<>/dev/null) && echo RW-OK || echo RW-DENIED; \
+        (exec 3</dev/null) && echo R-OK || echo R-DENIED; \
+        (exec 3>/dev/null) && echo W-OK || echo W-DENIED";
+    let split = serde_json::json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "r"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "w"}
+    ]});
+    let narrowed = serde_json::json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+        {"allow": false, "type": "c", "major": 1, "minor": 3, "access": "w"}
+    ]});
+    let cases = [
+        ("split", split, ["RW-OK", "R-OK", "W-OK"]),
+        ("narrowed", narrowed, ["RW-DENIED", "R-OK", "W-DENIED"]),
+    ];
+    let mut checked = Vec::new();
+    for (name, rules, want) in &cases {
+        let mut managers = Vec::new();
+        if let Some(cg) = unified_cgroup(&id(&format!("crius-oci-v2-{name}"))) {
+            managers.push(("v2", cg));
+        }
+        if Path::new("/sys/fs/cgroup/devices/devices.list").exists() {
+            let cg = CgroupManager::new(Path::new(&id(&format!("crius-oci-v1-{name}")))).unwrap();
+            assert!(matches!(cg, CgroupManager::V1(_)));
+            managers.push(("v1", cg));
+        }
+        for (version, cg) in managers {
+            let _cleanup = Cleanup(cg.clone());
+            cg.create().unwrap();
+            cg.apply(&resources(rules.clone())).unwrap();
+            let out = run_in(&cg, script);
+            cg.delete().unwrap();
+            assert_eq!(out, want, "{name} rules on cgroup {version}");
+            checked.push(version);
+        }
+    }
+    eprintln!("device rules checked on cgroup {checked:?}");
+    assert!(
+        !checked.is_empty(),
+        "neither a v2 nor a v1 device cgroup to test on"
     );
 }

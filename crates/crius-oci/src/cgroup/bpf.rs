@@ -3,19 +3,21 @@
 //! (v2 has no devices.allow/deny files; see the kernel's Documentation/admin-guide/cgroup-v2.rst,
 //! "Device controller").
 //!
-//! Program shape: load type, access, major and minor from `struct bpf_cgroup_dev_ctx`,
-//! then one block per rule, **last rule first** (a later rule overrides an earlier one, as
-//! with v1's files); a matching block returns 1 (allow) or 0 (deny); nothing matched
-//! returns 0. An allow matches a request whose every access bit it grants; a deny matches
-//! a request holding any of its bits. Known gap: access granted piecewise by several
-//! allow rules of one device (`r` then `w`) does not add up for a read-write open, as it
-//! would with v1's files; write one `rw` rule instead.
+//! The rule list is first turned into the exception list cgroup v1 would hold after the
+//! same rules ([`super::devices::DeviceAccess`]), so both versions enforce the same thing;
+//! that list is then compiled. Program shape: load type, access, major and minor from
+//! `struct bpf_cgroup_dev_ctx`; then one block per exception, in any order (under deny-all
+//! a block returns 1 when its device matches and it holds every requested bit; under
+//! allow-all it returns 0 when its device matches and it holds any requested bit); then
+//! the default (1 under allow-all, 0 under deny-all).
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
+use oci_spec::runtime::LinuxDeviceCgroup;
+
+use super::devices::{DeviceAccess, Exception, ACC_ALL};
 
 use crate::error::{Error, Result};
 
@@ -35,7 +37,6 @@ const ALU32_RSH_K: u8 = 0x74;
 const ALU64_MOV_K: u8 = 0xb7;
 const ALU64_MOV_X: u8 = 0xbf;
 const JMP_JNE_K: u8 = 0x55;
-const JMP_JNE_X: u8 = 0x5d;
 const JMP_JEQ_K: u8 = 0x15;
 const JMP_EXIT: u8 = 0x95;
 
@@ -55,8 +56,8 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     }
 }
 
-/// Compiles `rules` into the program's instructions.
-pub(crate) fn compile(rules: &[LinuxDeviceCgroup]) -> Vec<Insn> {
+/// Compiles the exception list into the program's instructions.
+pub(crate) fn compile(access: &DeviceAccess) -> Vec<Insn> {
     let mut prog = vec![
         // r2 = type (low 16 bits of access_type), r3 = access (high 16 bits)
         insn(LDX_MEM_W, R2, R1, 0, 0),
@@ -66,54 +67,42 @@ pub(crate) fn compile(rules: &[LinuxDeviceCgroup]) -> Vec<Insn> {
         insn(LDX_MEM_W, R4, R1, 4, 0),
         insn(LDX_MEM_W, R5, R1, 8, 0),
     ];
-    for rule in rules.iter().rev() {
-        let block = rule_block(rule);
-        // A block without conditions always returns: anything after it is unreachable,
-        // which the verifier refuses.
-        let unconditional = block.len() == 2;
-        prog.extend(block);
-        if unconditional {
-            return prog;
+    for ex in &access.exceptions {
+        if let Some(block) = exception_block(ex, access.default_allow) {
+            prog.extend(block);
         }
     }
-    prog.push(insn(ALU64_MOV_K, R0, 0, 0, 0));
+    // Every block starts with a type test, so none returns unconditionally and this
+    // default is reachable (the verifier refuses unreachable instructions).
+    prog.push(insn(ALU64_MOV_K, R0, 0, 0, i32::from(access.default_allow)));
     prog.push(insn(JMP_EXIT, 0, 0, 0, 0));
     prog
 }
 
-fn rule_block(rule: &LinuxDeviceCgroup) -> Vec<Insn> {
+/// The block of one exception: an allow under deny-all, a deny under allow-all. `None`
+/// for a number the immediate cannot hold (above 2^31-1): no device has it (majors have
+/// 12 bits, minors 20), so the exception can never match.
+fn exception_block(ex: &Exception, default_allow: bool) -> Option<Vec<Insn>> {
     // Jumps are patched to "past the block" once its length is known (marked off = -1).
-    let mut block = Vec::new();
-    let dev_type = match rule.typ() {
-        None | Some(LinuxDeviceType::A) => None,
-        Some(LinuxDeviceType::B) => Some(1),
-        Some(LinuxDeviceType::C | LinuxDeviceType::U | LinuxDeviceType::P) => Some(2),
-    };
-    if let Some(t) = dev_type {
-        block.push(insn(JMP_JNE_K, R2, 0, -1, t));
+    let mut block = vec![insn(JMP_JNE_K, R2, 0, -1, ex.typ as i32)];
+    for (reg, value) in [(R4, ex.major), (R5, ex.minor)] {
+        if let Some(v) = value {
+            block.push(insn(JMP_JNE_K, reg, 0, -1, i32::try_from(v).ok()?));
+        }
     }
-    let access = access_mask(rule.access().as_deref());
-    if access != 0b111 {
+    let bits = i32::from(ex.access);
+    if default_allow {
+        // a deny exception refuses a request holding any of its bits
         block.push(insn(ALU64_MOV_X, R1, R3, 0, 0));
-        block.push(insn(ALU32_AND_K, R1, 0, 0, access));
-        if rule.allow() {
-            // an allow matches only if it grants every requested access bit
-            block.push(insn(JMP_JNE_X, R1, R3, -1, 0));
-        } else {
-            // a deny matches if it names any requested bit (as v1's devices.deny takes
-            // that access away: a read-write open of a device denied "w" fails)
-            block.push(insn(JMP_JEQ_K, R1, 0, -1, 0));
-        }
+        block.push(insn(ALU32_AND_K, R1, 0, 0, bits));
+        block.push(insn(JMP_JEQ_K, R1, 0, -1, 0));
+    } else if ex.access != ACC_ALL {
+        // an allow exception grants a request only if it holds every requested bit
+        block.push(insn(ALU64_MOV_X, R1, R3, 0, 0));
+        block.push(insn(ALU32_AND_K, R1, 0, 0, !bits));
+        block.push(insn(JMP_JNE_K, R1, 0, -1, 0));
     }
-    for (reg, value) in [(R4, rule.major()), (R5, rule.minor())] {
-        if let Some(v) = value
-            .filter(|v| *v >= 0)
-            .and_then(|v| i32::try_from(v).ok())
-        {
-            block.push(insn(JMP_JNE_K, reg, 0, -1, v));
-        }
-    }
-    block.push(insn(ALU64_MOV_K, R0, 0, 0, i32::from(rule.allow())));
+    block.push(insn(ALU64_MOV_K, R0, 0, 0, i32::from(!default_allow)));
     block.push(insn(JMP_EXIT, 0, 0, 0, 0));
     let len = block.len();
     for (i, ins) in block.iter_mut().enumerate() {
@@ -121,18 +110,7 @@ fn rule_block(rule: &LinuxDeviceCgroup) -> Vec<Insn> {
             ins.off = i16::try_from(len - i - 1).unwrap_or(i16::MAX);
         }
     }
-    block
-}
-
-/// `BPF_DEVCG_ACC_MKNOD` = 1, `READ` = 2, `WRITE` = 4.
-fn access_mask(access: Option<&str>) -> i32 {
-    let access = access.filter(|a| !a.is_empty()).unwrap_or("rwm");
-    access.chars().fold(0, |m, c| match c {
-        'm' => m | 1,
-        'r' => m | 2,
-        'w' => m | 4,
-        _ => m,
-    })
+    Some(block)
 }
 
 /// The leading fields of `union bpf_attr` for BPF_PROG_LOAD, zero-padded (the kernel
@@ -212,7 +190,7 @@ pub(crate) fn attach(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
         path: dir.to_path_buf(),
         message: format!("{op}: {e}"),
     };
-    let prog = compile(rules);
+    let prog = compile(&DeviceAccess::from_rules(rules)?);
     let ret = match load(&prog, 0, &mut []) {
         Ok(fd) => fd,
         Err(e) => {
@@ -261,48 +239,134 @@ pub(crate) fn attach(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::devices::{DevType, ACC_MKNOD, ACC_READ, ACC_WRITE};
     use super::*;
 
-    fn rule(v: serde_json::Value) -> LinuxDeviceCgroup {
-        serde_json::from_value(v).unwrap()
+    /// Runs `prog` on one request the way the kernel would: an interpreter of the few
+    /// instructions `compile` emits, over a `struct bpf_cgroup_dev_ctx`.
+    #[allow(clippy::cast_possible_truncation)] // ALU32 works on the low 32 bits, by design
+    fn run(prog: &[Insn], typ: DevType, major: u32, minor: u32, access: u8) -> u64 {
+        let ctx = [(u32::from(access) << 16) | typ as u32, major, minor];
+        let mut r = [0u64; 11];
+        let mut pc = 0usize;
+        loop {
+            let i = prog[pc];
+            let (dst, src) = (usize::from(i.regs & 0xf), usize::from(i.regs >> 4));
+            // BPF sign-extends a 32-bit immediate for 64-bit operations and comparisons.
+            let imm = i64::from(i.imm) as u64;
+            let mut jump = false;
+            match i.code {
+                LDX_MEM_W => {
+                    assert_eq!(src, 1, "loads come from the context");
+                    r[dst] = u64::from(ctx[usize::try_from(i.off).unwrap() / 4]);
+                }
+                ALU32_AND_K => r[dst] = u64::from((r[dst] as u32) & (i.imm as u32)),
+                ALU32_RSH_K => r[dst] = u64::from((r[dst] as u32) >> i.imm),
+                ALU64_MOV_K => r[dst] = imm,
+                ALU64_MOV_X => r[dst] = r[src],
+                JMP_JNE_K => jump = r[dst] != imm,
+                JMP_JEQ_K => jump = r[dst] == imm,
+                JMP_EXIT => return r[0],
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+            pc += 1;
+            if jump {
+                pc += usize::try_from(i.off).unwrap();
+            }
+        }
+    }
+
+    fn access(v: serde_json::Value) -> DeviceAccess {
+        DeviceAccess::from_rules(&serde_json::from_value::<Vec<LinuxDeviceCgroup>>(v).unwrap())
+            .unwrap()
+    }
+
+    /// Every request over a few devices and all access combinations.
+    fn requests() -> Vec<(DevType, u32, u32, u8)> {
+        let mut out = Vec::new();
+        for typ in [DevType::Char, DevType::Block] {
+            for (major, minor) in [(1, 3), (1, 5), (10, 229), (136, 0), (136, 7), (5, 1)] {
+                for bits in 1..=ACC_ALL {
+                    out.push((typ, major, minor, bits));
+                }
+            }
+        }
+        out
     }
 
     #[test]
-    fn rules_compile_last_first_with_jumps_past_their_block() {
-        let rules = [
-            rule(serde_json::json!({"allow": false, "access": "rwm"})),
-            rule(
-                serde_json::json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"}),
-            ),
+    fn the_program_decides_exactly_as_the_v1_emulation() {
+        let cases = [
+            serde_json::json!([
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "r"},
+                {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "w"}
+            ]),
+            serde_json::json!([
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                {"allow": false, "type": "c", "major": 1, "minor": 3, "access": "w"},
+                {"allow": true, "type": "c", "major": 136, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "access": "m"},
+                {"allow": true, "type": "b", "access": "m"}
+            ]),
+            serde_json::json!([
+                {"allow": true, "access": "rwm"},
+                {"allow": false, "type": "c", "major": 10, "minor": 229, "access": "rw"},
+                {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "r"},
+                {"allow": false, "type": "b", "major": 1, "access": "m"}
+            ]),
+            serde_json::json!([{"allow": false, "access": "rwm"}]),
+            serde_json::json!([]),
         ];
-        let prog = compile(&rules);
-        // 6 loads, the c 1:3 block (type, 3 access, major, minor, mov, exit = 8),
-        // the unconditional deny-all block (mov, exit = 2) ends the program
+        for case in cases {
+            let state = access(case.clone());
+            let prog = compile(&state);
+            for (typ, major, minor, bits) in requests() {
+                assert_eq!(
+                    run(&prog, typ, major, minor, bits) == 1,
+                    state.permits(typ, major, minor, bits),
+                    "{typ:?} {major}:{minor} access {bits} under {case}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn split_rules_of_one_device_compile_to_one_block() {
+        let state = access(serde_json::json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "r"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "w"}
+        ]));
+        let prog = compile(&state);
+        // 6 loads; the c 1:3 rw block: type, major, minor, 3 access, mov, exit; the default
         assert_eq!(prog.len(), 6 + 8 + 2);
-        let first = &prog[6..14];
-        assert_eq!(first[0].code, JMP_JNE_K);
-        assert_eq!(first[0].off, 7, "type mismatch skips the rest of the block");
-        assert_eq!(first[6], insn(ALU64_MOV_K, R0, 0, 0, 1));
-        assert_eq!(prog[14], insn(ALU64_MOV_K, R0, 0, 0, 0));
+        assert_eq!(
+            prog[6],
+            insn(JMP_JNE_K, R2, 0, 7, 2),
+            "a type mismatch skips the block"
+        );
+        assert_eq!(prog[11], insn(JMP_JNE_K, R1, 0, 2, 0));
+        assert_eq!(prog[12], insn(ALU64_MOV_K, R0, 0, 0, 1));
+        assert_eq!(
+            prog[14],
+            insn(ALU64_MOV_K, R0, 0, 0, 0),
+            "deny-all by default"
+        );
+        let rw = ACC_READ | ACC_WRITE;
+        assert_eq!(run(&prog, DevType::Char, 1, 3, rw), 1);
+        assert_eq!(run(&prog, DevType::Char, 1, 3, ACC_MKNOD), 0);
     }
 
     #[test]
-    fn a_partial_deny_matches_any_request_that_includes_its_access() {
-        let deny_w = rule(
-            serde_json::json!({"allow": false, "type": "c", "major": 10, "minor": 229, "access": "w"}),
-        );
-        let block = rule_block(&deny_w);
-        assert_eq!(block[3], insn(JMP_JEQ_K, R1, 0, 4, 0), "{block:?}");
-        let allow_r = rule(
-            serde_json::json!({"allow": true, "type": "c", "major": 10, "minor": 229, "access": "r"}),
-        );
-        assert_eq!(rule_block(&allow_r)[3].code, JMP_JNE_X);
-    }
-
-    #[test]
-    fn access_letters_map_to_kernel_bits() {
-        assert_eq!(access_mask(Some("m")), 1);
-        assert_eq!(access_mask(Some("rw")), 6);
-        assert_eq!(access_mask(None), 7);
+    fn a_number_no_device_can_have_never_matches() {
+        let state = access(serde_json::json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 3_000_000_000u64, "access": "rwm"}
+        ]));
+        let prog = compile(&state);
+        assert_eq!(prog.len(), 6 + 2);
+        assert_eq!(run(&prog, DevType::Char, 1, 3, ACC_WRITE), 0);
     }
 }

@@ -12,6 +12,7 @@
 
 mod bpf;
 pub mod dbus;
+mod devices;
 pub mod systemd;
 mod v1;
 mod v2;
