@@ -249,12 +249,24 @@ fn mount(m: crius_core::container::config::Mount) -> api::Mount {
         Propagation::HostToContainer => api::MountPropagation::PropagationHostToContainer,
         Propagation::Bidirectional => api::MountPropagation::PropagationBidirectional,
     };
+    let (image, image_sub_path) = match m.image {
+        Some(v) => (
+            Some(api::ImageSpec {
+                image: v.image,
+                ..Default::default()
+            }),
+            v.sub_path.display().to_string(),
+        ),
+        None => (None, String::new()),
+    };
     api::Mount {
         container_path: m.container_path.display().to_string(),
         host_path: m.host_path.display().to_string(),
         readonly: m.readonly,
         recursive_read_only: m.recursive_read_only,
         propagation: propagation.into(),
+        image,
+        image_sub_path,
         ..Default::default()
     }
 }

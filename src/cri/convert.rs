@@ -61,7 +61,8 @@ fn mount(m: api::Mount) -> Result<domain::Mount, CriError> {
             m.container_path
         )));
     }
-    if !m.host_path.starts_with('/') {
+    let image = image_volume(&m)?;
+    if image.is_none() && !m.host_path.starts_with('/') {
         return Err(invalid(format!(
             "mount host_path {:?} must be absolute",
             m.host_path
@@ -88,12 +89,54 @@ fn mount(m: api::Mount) -> Result<domain::Mount, CriError> {
     };
     Ok(domain::Mount {
         container_path: PathBuf::from(m.container_path),
-        host_path: PathBuf::from(m.host_path),
-        readonly: m.readonly,
+        // An image volume's source is the image, mounted by crius: a host path given
+        // beside it is not used (as containerd does).
+        host_path: if image.is_some() {
+            PathBuf::new()
+        } else {
+            PathBuf::from(m.host_path)
+        },
+        // Image volumes are read-only whatever the request says.
+        readonly: m.readonly || image.is_some(),
         recursive_read_only: m.recursive_read_only,
         selinux_relabel: m.selinux_relabel,
         propagation,
+        image,
     })
+}
+
+/// The image of an image volume (`Mount.image`), with its sub path: relative, without
+/// `..`, and only given with an image.
+fn image_volume(m: &api::Mount) -> Result<Option<domain::ImageVolume>, CriError> {
+    let image = m
+        .image
+        .as_ref()
+        .map(|i| i.image.as_str())
+        .filter(|i| !i.is_empty());
+    let Some(image) = image else {
+        if !m.image_sub_path.is_empty() {
+            return Err(invalid(format!(
+                "mount {}: image_sub_path is only for image volumes; set image.image too",
+                m.container_path
+            )));
+        }
+        return Ok(None);
+    };
+    let sub_path = PathBuf::from(&m.image_sub_path);
+    if sub_path
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(invalid(format!(
+            "mount {}: image_sub_path {:?} must be a path inside the image: relative, \
+             without '.' or '..'",
+            m.container_path, m.image_sub_path
+        )));
+    }
+    Ok(Some(domain::ImageVolume {
+        image: image.to_string(),
+        sub_path,
+    }))
 }
 
 fn device(d: api::Device) -> domain::Device {
@@ -408,5 +451,37 @@ mod tests {
             ..Default::default()
         });
         assert!(container_config(c).is_err(), "rro without ro accepted");
+    }
+
+    #[test]
+    fn image_volumes_are_read_only_and_their_sub_paths_stay_inside() {
+        let volume = |sub: &str| api::Mount {
+            container_path: "/data".into(),
+            host_path: "/ignored".into(),
+            image: Some(api::ImageSpec {
+                image: "registry.local/data:1".into(),
+                ..Default::default()
+            }),
+            image_sub_path: sub.into(),
+            ..Default::default()
+        };
+        let mut c = minimal();
+        c.mounts.push(volume("models/v1"));
+        let m = &container_config(c).unwrap().mounts[0];
+        assert!(m.readonly, "an image volume must be read-only");
+        assert_eq!(
+            m.host_path,
+            PathBuf::new(),
+            "the host path beside an image is used"
+        );
+        let image = m.image.as_ref().unwrap();
+        assert_eq!(image.image, "registry.local/data:1");
+        assert_eq!(image.sub_path, PathBuf::from("models/v1"));
+        for bad in ["/models", "../x", "a/../../x", "./a"] {
+            let mut c = minimal();
+            c.mounts.push(volume(bad));
+            let err = container_config(c).unwrap_err();
+            assert!(err.to_string().contains("image_sub_path"), "{bad}: {err}");
+        }
     }
 }

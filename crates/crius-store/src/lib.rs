@@ -59,7 +59,8 @@ mod store;
 pub use collection::{Collection, CollectionMut, Record};
 pub use error::{Error, ErrorKind, Result};
 pub use records::{
-    ContainerMetadata, ContainerRecord, ContainerState, ImageRecord, LeaseRecord, NamespaceOptions,
-    PodMetadata, PodRecord, PodState, SpecSummary, STOP_SIGNAL_ANNOTATION,
+    ContainerMetadata, ContainerRecord, ContainerState, ImageRecord, ImageVolumeSummary,
+    LeaseRecord, NamespaceOptions, PodMetadata, PodRecord, PodState, SpecSummary,
+    IMAGE_VOLUMES_ANNOTATION, STOP_SIGNAL_ANNOTATION,
 };
 pub use store::{ReadTxn, Store, WriteTxn, SCHEMA_VERSION};

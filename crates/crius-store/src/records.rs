@@ -138,6 +138,22 @@ pub struct ContainerRecord {
 /// `StopSignal`).
 pub const STOP_SIGNAL_ANNOTATION: &str = "io.crius.stop-signal";
 
+/// The annotation of a container's OCI spec listing its image volumes: a JSON array of
+/// [`ImageVolumeSummary`] (which bind mount is which image).
+pub const IMAGE_VOLUMES_ANNOTATION: &str = "io.crius.image-volumes";
+
+/// One image volume of a container: the image mounted at `destination`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ImageVolumeSummary {
+    /// The mount's path in the container.
+    pub destination: String,
+    /// The image as the caller named it.
+    pub image: String,
+    /// The path inside the image that is mounted (empty: its root).
+    pub sub_path: String,
+}
+
 /// What status, stats, stop and cleanup need of a container's OCI spec, kept in the
 /// container record. The spec itself (tens of KiB: it carries the seccomp profile) is
 /// stored apart, so that listing, status and every state change decode only this.
@@ -158,6 +174,8 @@ pub struct SpecSummary {
     pub resources: serde_json::Value,
     /// The entries of `mounts` of type `bind`.
     pub bind_mounts: Vec<serde_json::Value>,
+    /// The [`IMAGE_VOLUMES_ANNOTATION`]: which bind mounts are images.
+    pub image_volumes: Vec<ImageVolumeSummary>,
 }
 
 impl SpecSummary {
@@ -204,6 +222,12 @@ impl SpecSummary {
             user: fragment("/process/user"),
             resources,
             bind_mounts,
+            image_volumes: spec
+                .get("annotations")
+                .and_then(|a| a.get(IMAGE_VOLUMES_ANNOTATION))
+                .and_then(serde_json::Value::as_str)
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default(),
         }
     }
 }

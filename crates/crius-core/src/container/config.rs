@@ -34,16 +34,28 @@ pub struct ContainerConfig {
     pub stop_signal: Option<String>,
 }
 
-/// A host path mounted into the container.
+/// A host path, or an image (`image`), mounted into the container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mount {
     pub container_path: PathBuf,
+    /// For an image volume: where crius mounted the image (filled in at creation).
     pub host_path: PathBuf,
     pub readonly: bool,
     /// Read-only applied recursively to submounts (needs `readonly`).
     pub recursive_read_only: bool,
     pub selinux_relabel: bool,
     pub propagation: Propagation,
+    /// Set for an image volume: the image's filesystem is the source, always read-only.
+    pub image: Option<ImageVolume>,
+}
+
+/// An image mounted read-only into a container (kubelet's image volumes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageVolume {
+    /// The image as the caller named it (kubelet passes the id of the image it pulled).
+    pub image: String,
+    /// A relative path inside the image to mount instead of its root (empty: the root).
+    pub sub_path: PathBuf,
 }
 
 /// Mount propagation, as the CRI names it.

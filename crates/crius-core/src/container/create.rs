@@ -9,8 +9,8 @@ use std::path::{Component, Path, PathBuf};
 use crius_monitor::protocol::{CreateContainer, RuntimeChoice};
 use crius_monitor::MonitorClient;
 use crius_store::{
-    ContainerMetadata, ContainerRecord, ContainerState, PodRecord, PodState, SpecSummary,
-    STOP_SIGNAL_ANNOTATION,
+    ContainerMetadata, ContainerRecord, ContainerState, ImageVolumeSummary, PodRecord, PodState,
+    SpecSummary, IMAGE_VOLUMES_ANNOTATION, STOP_SIGNAL_ANNOTATION,
 };
 
 use super::config::ContainerConfig;
@@ -91,6 +91,9 @@ impl Runtime {
         // The image's VOLUMEs that no CRI mount covers become private directories of the
         // writable layer, created without ever following a symlink out of the rootfs.
         super::volumes::create(&rootfs, &super::spec::volumes(config, &image_config))?;
+        let mut config = config.clone();
+        let image_volumes = self.mount_image_volumes(&id, &bundle, &mut config, &mut rollback)?;
+        let config = &config;
         let spec = build_spec(&SpecInput {
             config,
             image: &image_config,
@@ -119,6 +122,15 @@ impl Runtime {
                 .entry("annotations")
                 .or_insert_with(|| serde_json::json!({}));
             annotations[STOP_SIGNAL_ANNOTATION] = serde_json::Value::String(signal.clone());
+        }
+        if let (false, Some(spec)) = (image_volumes.is_empty(), spec_json.as_object_mut()) {
+            // Kept for ContainerStatus, which reports which mounts are images.
+            let annotations = spec
+                .entry("annotations")
+                .or_insert_with(|| serde_json::json!({}));
+            annotations[IMAGE_VOLUMES_ANNOTATION] = serde_json::Value::String(
+                serde_json::to_string(&image_volumes).unwrap_or_default(),
+            );
         }
         let mut monitor = MonitorClient::connect(&pod.monitor_socket, MONITOR_TIMEOUT)?;
         let pid = monitor.create(CreateContainer {
@@ -169,6 +181,64 @@ impl Runtime {
             .publish(&record, crate::events::ContainerEventKind::Created);
         tracing::info!(container_id = %id, pod_id = %pod.id, name = %config.name, "container created");
         Ok(id)
+    }
+
+    /// Mounts each image volume of `config` read-only under `bundle/volumes/<n>` and
+    /// points its mount there (at its sub path), undone by `rollback` on failure.
+    fn mount_image_volumes(
+        &self,
+        id: &str,
+        bundle: &Path,
+        config: &mut ContainerConfig,
+        rollback: &mut Rollback,
+    ) -> Result<Vec<ImageVolumeSummary>> {
+        let mut summaries = Vec::new();
+        for (index, mount) in config.mounts.iter_mut().enumerate() {
+            let Some(volume) = &mount.image else { continue };
+            if self.images().status(&volume.image)?.is_none() {
+                return Err(Error::NotFound(format!(
+                    "image {:?} of the image volume at {} is not present; pull it first",
+                    volume.image,
+                    mount.container_path.display()
+                )));
+            }
+            if summaries.is_empty() {
+                let images = self.images_handle();
+                let undo_id = id.to_string();
+                rollback.push("remove image volume snapshots", move || {
+                    images
+                        .remove_image_volumes(&undo_id)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                });
+            }
+            self.images()
+                .prepare_image_volume(id, index, &volume.image)?;
+            let target = bundle.join("volumes").join(index.to_string());
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(&target)
+                .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
+            self.images().mount_image_volume(id, index, &target)?;
+            let images = self.images_handle();
+            let undo_target = target.clone();
+            rollback.push("unmount image volume", move || {
+                images
+                    .unmount_rootfs(&undo_target)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+            super::volumes::check_image_sub_path(&target, volume, &mount.container_path)?;
+            mount.host_path = target.join(&volume.sub_path);
+            mount.readonly = true;
+            summaries.push(ImageVolumeSummary {
+                destination: mount.container_path.display().to_string(),
+                image: volume.image.clone(),
+                sub_path: volume.sub_path.display().to_string(),
+            });
+        }
+        Ok(summaries)
     }
 
     /// The namespaces and files of `pod` its containers share.

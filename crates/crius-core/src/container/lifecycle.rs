@@ -109,19 +109,82 @@ impl Runtime {
             // Left behind when the monitor died before it could remove it.
             remove_cgroup(Path::new(CGROUP_ROOT), &cgroup);
         }
-        let bundle = pod_dir.join("containers").join(&record.id);
-        self.images().unmount_rootfs(&bundle.join("rootfs"))?;
-        self.images().remove_rootfs(&record.id)?;
-        match fs::remove_dir_all(&bundle) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("remove bundle {}", bundle.display()), e)),
-        }
+        self.release_bundle(&pod_dir.join("containers").join(&record.id), &record.id)?;
         let txn = self.store().write()?;
         txn.containers().remove(&record.id)?;
         txn.commit()?;
         self.events()
             .publish(record, crate::events::ContainerEventKind::Deleted);
+        Ok(())
+    }
+}
+
+impl Runtime {
+    /// Unmounts and removes container `id`'s image volumes and rootfs, then its bundle
+    /// directory. Idempotent: what is already gone is skipped.
+    fn release_bundle(&self, bundle: &Path, id: &str) -> Result<()> {
+        self.unmount_image_volumes(bundle)?;
+        self.images().remove_image_volumes(id)?;
+        self.images().unmount_rootfs(&bundle.join("rootfs"))?;
+        self.images().remove_rootfs(id)?;
+        match fs::remove_dir_all(bundle) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("remove bundle {}", bundle.display()), e)),
+        }
+    }
+
+    /// Releases every container bundle of `pods` that has no record: a daemon killed
+    /// inside CreateContainer (after the rootfs was mounted, before the record was
+    /// written) never ran its rollback. Its process, if the monitor made one, is killed
+    /// and removed first. Failures are logged; the next start tries again.
+    pub(crate) fn release_stale_containers(&self, pods: &[PodRecord]) {
+        for pod in pods {
+            let pod_dir = self.pod_dir(&pod.id);
+            let Ok(entries) = fs::read_dir(pod_dir.join("containers")) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                match self.store().read().and_then(|r| r.containers().get(&id)) {
+                    Ok(None) => {}
+                    Ok(Some(_)) => continue,
+                    Err(e) => {
+                        tracing::warn!(pod_id = %pod.id, container_id = %id, error = %e, "cannot read the container store");
+                        continue;
+                    }
+                }
+                if let Ok(mut monitor) =
+                    MonitorClient::connect(&pod_dir.join("monitor.sock"), MONITOR_TIMEOUT)
+                {
+                    // Unknown to the monitor is the usual case: nothing to stop.
+                    let _ = monitor
+                        .stop(&id, Duration::ZERO, 9)
+                        .and_then(|()| monitor.remove(&id));
+                }
+                match self.release_bundle(&entry.path(), &id) {
+                    Ok(()) => {
+                        tracing::info!(pod_id = %pod.id, container_id = %id, "released a container that was never recorded")
+                    }
+                    Err(e) => {
+                        tracing::warn!(pod_id = %pod.id, container_id = %id, error = %e, "cannot release a stale container")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Unmounts every image volume under `bundle/volumes` (none: nothing to do).
+    fn unmount_image_volumes(&self, bundle: &Path) -> Result<()> {
+        let dir = bundle.join("volumes");
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
+        };
+        for entry in entries.flatten() {
+            self.images().unmount_rootfs(&entry.path())?;
+        }
         Ok(())
     }
 }

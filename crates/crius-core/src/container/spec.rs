@@ -787,6 +787,11 @@ fn cri_mount(m: &CriMount, privileged: bool) -> Result<Mount> {
         }
     };
     let mut options = vec!["rbind", propagation, if m.readonly { "ro" } else { "rw" }];
+    if m.image.is_some() {
+        // An image's files are the image author's, not the node's: no set-id programs
+        // and no device nodes take effect through an image volume.
+        options.extend(["nosuid", "nodev"]);
+    }
     if m.recursive_read_only {
         if !m.readonly || m.propagation != Propagation::Private {
             return Err(invalid(

@@ -437,7 +437,7 @@ impl ContainerStatus {
     /// The host paths mounted into the container (CRI mounts and the pod's files), from
     /// its OCI spec; empty in lists.
     pub fn mounts(&self) -> Vec<super::config::Mount> {
-        use super::config::{Mount, Propagation};
+        use super::config::{ImageVolume, Mount, Propagation};
         self.spec_summary
             .bind_mounts
             .iter()
@@ -455,13 +455,24 @@ impl ContainerStatus {
                 } else {
                     Propagation::Private
                 };
+                let destination = m.get("destination")?.as_str()?;
+                let image = self
+                    .spec_summary
+                    .image_volumes
+                    .iter()
+                    .find(|v| v.destination == destination)
+                    .map(|v| ImageVolume {
+                        image: v.image.clone(),
+                        sub_path: v.sub_path.clone().into(),
+                    });
                 Some(Mount {
-                    container_path: m.get("destination")?.as_str()?.into(),
+                    container_path: destination.into(),
                     host_path: m.get("source")?.as_str()?.into(),
                     readonly: options.contains(&"ro"),
                     recursive_read_only: options.contains(&"rro"),
                     selinux_relabel: false,
                     propagation,
+                    image,
                 })
             })
             .collect()

@@ -59,6 +59,52 @@ fn create_one(rootfs: &Path, volume: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Checks that an image volume's sub path exists in the mounted image at `root`
+/// without passing through a symlink: what is bound into the container is then exactly
+/// that path of the image, never a place a hostile image's link points to.
+pub(crate) fn check_image_sub_path(
+    root: &Path,
+    volume: &super::config::ImageVolume,
+    container_path: &Path,
+) -> Result<()> {
+    if volume.sub_path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let dir = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(format!("open image volume {}", root.display()), e.into()))?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let what = || {
+        format!(
+            "image_sub_path {:?} of image {:?} (mount at {})",
+            volume.sub_path.display().to_string(),
+            volume.image,
+            container_path.display()
+        )
+    };
+    match nix::fcntl::openat2(&dir, volume.sub_path.as_path(), how) {
+        Ok(_) => Ok(()),
+        Err(Errno::ENOENT | Errno::ENOTDIR) => Err(Error::NotFound(format!(
+            "{}: no such path in the image",
+            what()
+        ))),
+        Err(Errno::ELOOP | Errno::EXDEV) => Err(Error::InvalidArgument(format!(
+            "{}: leads through a symlink; name the path the link points to",
+            what()
+        ))),
+        Err(e) => Err(Error::io(what(), e.into())),
+    }
+}
+
 /// `name` as a directory directly under `dir`, never following a symlink.
 fn open_beneath(dir: &OwnedFd, name: &std::ffi::OsStr) -> std::result::Result<OwnedFd, Errno> {
     let how = OpenHow::new()
