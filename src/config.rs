@@ -46,14 +46,18 @@ pub struct Config {
     /// `auto` (systemd when it is init, else cgroupfs), `cgroupfs` or `systemd`; kubelet's
     /// `--cgroup-driver` must match what `crius status` reports. With `systemd`, a pod's
     /// cgroup parent is a slice name (`kubepods-burstable-pod<uid>.slice`, anything else
-    /// is refused), expanded to its nested directories
-    /// (`kubepods.slice/kubepods-burstable.slice/...`), and each container's cgroup is
-    /// `crius-<id>.scope` below it. crius writes these directories in the cgroup
-    /// filesystem itself: no unit is registered with systemd over D-Bus, so systemd does
-    /// not list the scopes (`systemctl status`), cannot set properties on them, and may
-    /// re-apply a slice's own settings over them on `daemon-reload` (on cgroup v2 it
-    /// owns controller delegation of the slices it created).
+    /// is refused; `crius.slice` when kubelet gives none), and each container is a
+    /// transient scope unit `crius-<id>.scope` in that slice, which crius asks systemd to
+    /// create over D-Bus (StartTransientUnit, with the container's memory, CPU and pids
+    /// limits as unit properties, so `daemon-reload` keeps them) and to stop when the
+    /// container is removed. criusd refuses to start when no systemd manager answers on
+    /// `systemd_bus`.
     pub cgroup_driver: CgroupDriverChoice,
+    /// The systemd manager's D-Bus socket for the systemd driver: its private socket
+    /// (`/run/systemd/private`, peer-to-peer) or a message bus
+    /// (`/run/dbus/system_bus_socket`). Empty: the private socket when it exists, else
+    /// the system bus.
+    pub systemd_bus: PathBuf,
     /// Where the cgroup filesystem is mounted.
     pub cgroup_root: PathBuf,
     /// Pod network CIDR used until kubelet sends one through UpdateRuntimeConfig; for
@@ -290,6 +294,7 @@ impl Default for Config {
             listen: "unix:///run/crius/crius.sock".to_string(),
             log: LogConfig::default(),
             cgroup_driver: CgroupDriverChoice::Auto,
+            systemd_bus: PathBuf::new(),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             pod_cidr: String::new(),
             shutdown_grace_seconds: 10,
@@ -352,6 +357,12 @@ impl Config {
                 ));
             }
         }
+        if !self.systemd_bus.as_os_str().is_empty() && !self.systemd_bus.is_absolute() {
+            return invalid(format!(
+                "systemd_bus must be an absolute socket path, got {}",
+                self.systemd_bus.display()
+            ));
+        }
         // <state>/pods/<64-hex pod id>/monitor.sock must fit a unix socket path (107 bytes).
         let longest_socket =
             self.state.as_os_str().len() + "/pods/".len() + 64 + "/monitor.sock".len();
@@ -409,6 +420,7 @@ impl Config {
             state: self.state.clone(),
             cgroup_root: self.cgroup_root.clone(),
             cgroup_driver: self.cgroup_driver,
+            systemd_bus: Some(self.systemd_bus.clone()).filter(|p| !p.as_os_str().is_empty()),
             handlers: self
                 .runtimes
                 .iter()
@@ -447,6 +459,7 @@ mod tests {
             "state",
             "listen",
             "cgroup_driver",
+            "systemd_bus",
             "cgroup_root",
             "pod_cidr",
             "[log]",

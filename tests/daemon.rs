@@ -95,9 +95,24 @@ async fn runtime_config_reports_the_detected_cgroup_driver() {
 
 #[tokio::test]
 async fn configured_cgroup_driver_wins_over_detection() {
+    let test = "configured_cgroup_driver_wins_over_detection";
+    if !crius_testkit::require_root(test) {
+        return;
+    }
+    // The systemd driver needs a manager to reach: a real one of the test's own.
+    let Some(manager) = crius_testkit::systemd::SystemdUserManager::start(test) else {
+        return;
+    };
     let layout = Layout::new("rtconfig-sd");
     let config = layout.scratch.path().join("config.toml");
-    std::fs::write(&config, "cgroup_driver = \"systemd\"\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "cgroup_driver = \"systemd\"\nsystemd_bus = \"{}\"\n",
+            manager.socket().display()
+        ),
+    )
+    .unwrap();
     let daemon = Daemon::start(&layout, &["--config", config.to_str().unwrap()]);
     let r = daemon
         .client()
@@ -279,6 +294,26 @@ fn a_killed_daemon_leaves_nothing_that_blocks_the_next() {
     let daemon = Daemon::start(&layout, &[]);
     daemon.stop_with(Signal::SIGKILL);
     Daemon::start(&layout, &[]);
+}
+
+#[test]
+fn the_systemd_driver_without_a_manager_stops_start_up_naming_the_socket() {
+    let layout = Layout::new("sd-nobus");
+    let config = layout.scratch.path().join("config.toml");
+    let bus = layout.scratch.path().join("systemd/private");
+    std::fs::write(
+        &config,
+        format!(
+            "cgroup_driver = \"systemd\"\nsystemd_bus = \"{}\"\n",
+            bus.display()
+        ),
+    )
+    .unwrap();
+    let out = run_criusd(&layout, &["--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&bus.display().to_string()), "{stderr}");
+    assert!(stderr.contains("systemd manager"), "{stderr}");
 }
 
 #[test]

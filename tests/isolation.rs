@@ -307,11 +307,24 @@ async fn a_memory_hog_over_its_limit_is_oom_killed() {
 }
 
 #[tokio::test]
-async fn the_systemd_driver_expands_slice_parents_and_names_container_scopes() {
+async fn the_systemd_driver_runs_containers_in_scopes_systemd_creates() {
+    let test = "the_systemd_driver_runs_containers_in_scopes_systemd_creates";
+    if !crius_testkit::require_root(test) {
+        return;
+    }
+    // A real systemd (a user manager of the test's own: this host's init is not systemd).
+    let Some(manager) = crius_testkit::systemd::SystemdUserManager::start(test) else {
+        return;
+    };
+    let bus = manager.socket();
     let Some(mut s) = common::setup_with("iso-systemd", |l| {
-        // A top-level key: before the layout's [network] table.
+        // Top-level keys: before the layout's [network] table.
         let base = std::fs::read_to_string(l.config()).unwrap();
-        std::fs::write(l.config(), format!("cgroup_driver = \"systemd\"\n{base}")).unwrap();
+        let driver = format!(
+            "cgroup_driver = \"systemd\"\nsystemd_bus = \"{}\"\n",
+            bus.display()
+        );
+        std::fs::write(l.config(), format!("{driver}{base}")).unwrap();
     })
     .await
     else {
@@ -319,7 +332,7 @@ async fn the_systemd_driver_expands_slice_parents_and_names_container_scopes() {
     };
     // A top slice of its own, so concurrent tests and a real kubelet are never touched.
     let top = format!("criustest{}", std::process::id());
-    let slice = format!("{top}-burstable-pod{}.slice", std::process::id());
+    let slice = format!("{top}-besteffort-pod{}.slice", std::process::id());
     let mut sandbox = pod_config(&s.layout, "sd");
     sandbox.linux = Some(api::LinuxPodSandboxConfig {
         cgroup_parent: slice.clone(),
@@ -328,21 +341,20 @@ async fn the_systemd_driver_expands_slice_parents_and_names_container_scopes() {
     let pod = run_pod_with(&mut s.client, &sandbox).await;
     let cfg = container_config(&s.image, "sd", &["/bin/sleep", "60"]);
     let id = run_container(&mut s, &pod, &sandbox, cfg).await;
-    let levels = [
-        format!("{top}.slice"),
-        format!("{top}.slice/{top}-burstable.slice"),
-        format!("{top}.slice/{top}-burstable.slice/{slice}"),
-    ];
-    let scope = format!("{}/crius-{id}.scope", levels[2]);
+
+    // systemd has the scope, active, at the manager's root + the slice's levels.
+    let unit = format!("crius-{id}.scope");
+    let scope = format!(
+        "{}/{top}.slice/{top}-besteffort.slice/{slice}/{unit}",
+        manager.root()
+    );
+    assert_eq!(manager.unit_property(&unit, "ActiveState"), "active");
+    assert_eq!(manager.unit_property(&unit, "ControlGroup"), scope);
     let dirs = common::cgroup_dirs(&scope);
-    for controller in ["memory", "pids"] {
-        let want = std::path::Path::new("/sys/fs/cgroup")
-            .join(controller)
-            .join(&scope);
-        if std::path::Path::new("/sys/fs/cgroup")
-            .join(controller)
-            .is_dir()
-        {
+    for controller in ["memory", "pids", "systemd"] {
+        let hierarchy = std::path::Path::new("/sys/fs/cgroup").join(controller);
+        if hierarchy.is_dir() {
+            let want = hierarchy.join(scope.trim_start_matches('/'));
             assert!(dirs.contains(&want), "{want:?} not in {dirs:?}");
         }
     }
@@ -350,6 +362,28 @@ async fn the_systemd_driver_expands_slice_parents_and_names_container_scopes() {
     assert_eq!(pids.len(), 1, "the container's sleep alone: {pids:?}");
     let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", pids[0])).unwrap();
     assert!(cmdline.starts_with("/bin/sleep"), "{cmdline:?}");
+
+    // Stats are read from the scope's directories.
+    let stats = s
+        .client
+        .runtime
+        .container_stats(api::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let memory = stats.memory.unwrap();
+    assert!(
+        memory
+            .working_set_bytes
+            .map(|v| v.value)
+            .unwrap_or_default()
+            > 0,
+        "{memory:?}"
+    );
 
     // a cgroupfs path, or a name that is no slice, is refused before anything is made
     for bad in [
@@ -375,14 +409,10 @@ async fn the_systemd_driver_expands_slice_parents_and_names_container_scopes() {
         assert!(err.message().contains(".slice"), "{bad}: {err:?}");
     }
 
+    // Stop + remove: the scope is stopped and unloaded, its directories gone.
     remove_pod(&mut s.client, &pod).await;
+    assert_eq!(manager.unit_property(&unit, "LoadState"), "not-found");
     assert!(common::cgroup_dirs(&scope).is_empty(), "scope left behind");
-    // The slices are kubelet's to remove; here the test plays kubelet.
-    for level in levels.iter().rev() {
-        for dir in common::cgroup_dirs(level) {
-            std::fs::remove_dir(&dir).unwrap();
-        }
-    }
 }
 
 /// Unmounts (lazily) what the test mounted on the host, even when it fails.

@@ -3,9 +3,16 @@
 //! kubelet's `--cgroup-driver` must equal the runtime's (it asks through the
 //! `RuntimeConfig` RPC), so the choice is made once at start-up and reported as is.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use crius_monitor::systemd_cgroup::{self, ScopePath, Systemd};
 
 use crate::error::Error;
+
+/// The slice a pod's containers go in with the systemd driver when kubelet gave no cgroup
+/// parent (crictl, tests): one slice of crius's own, as runc's default is `system.slice`.
+pub const DEFAULT_SLICE: &str = "crius.slice";
 
 /// The cgroup hierarchy mounted at `/sys/fs/cgroup`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -35,7 +42,7 @@ impl CgroupVersion {
 pub enum CgroupDriver {
     /// Plain directories in the cgroup filesystem.
     Cgroupfs,
-    /// Transient systemd units (slices and scopes).
+    /// Transient systemd scope units, created over D-Bus, in kubelet's slices.
     Systemd,
 }
 
@@ -64,76 +71,90 @@ impl CgroupDriverChoice {
 }
 
 impl CgroupDriver {
-    /// The cgroup path (from each hierarchy's root) of a pod whose CRI `cgroup_parent` is
-    /// `parent`: with cgroupfs the parent is a path and is used as given; with systemd it is
-    /// a slice name, expanded to the nested slice directories systemd would use.
+    /// The cgroup parent recorded for a pod whose CRI `cgroup_parent` is `parent`: with
+    /// cgroupfs the parent is a path and is used as given; with systemd it is a slice name,
+    /// checked (a path or a bad name is InvalidArgument) and kept as it is.
     pub fn pod_cgroup(self, parent: &str) -> Result<String, Error> {
         match self {
             CgroupDriver::Cgroupfs => Ok(parent.to_string()),
-            CgroupDriver::Systemd => slice_path(parent),
+            CgroupDriver::Systemd => slice_path(parent).map(|_| parent.to_string()),
         }
     }
 
-    /// The name of container `id`'s cgroup under its pod's: a scope unit name with systemd,
-    /// as systemd names transient units for processes it did not start.
-    pub fn container_cgroup_name(self, id: &str) -> String {
+    /// Container `id`'s `linux.cgroupsPath` under its pod's recorded parent: with systemd
+    /// and a slice parent, runc's systemd form `<slice>:crius:<id>` (the runtime asks
+    /// systemd for the scope `crius-<id>.scope` in that slice); otherwise a directory below
+    /// the parent (cgroupfs; or a pod recorded before the systemd driver made scopes, whose
+    /// parent is a slice's expanded path).
+    pub fn container_cgroups_path(self, pod_parent: &str, id: &str) -> String {
+        let is_slice = pod_parent.ends_with(".slice") && !pod_parent.contains('/');
         match self {
-            CgroupDriver::Cgroupfs => format!("crius-{id}"),
-            CgroupDriver::Systemd => format!("crius-{id}.scope"),
+            CgroupDriver::Systemd if is_slice => format!("{pod_parent}:crius:{id}"),
+            CgroupDriver::Systemd => {
+                format!("{}/crius-{id}.scope", pod_parent.trim_end_matches('/'))
+            }
+            CgroupDriver::Cgroupfs => format!("{}/crius-{id}", pod_parent.trim_end_matches('/')),
         }
     }
 }
 
-/// The cgroup directory path of systemd slice `name`: each `-` in a slice name is one
-/// level of nesting (systemd.slice(5)), so `kubepods-burstable-pod1.slice` lives at
-/// `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice`, and `-.slice`
-/// is the root. A path, a name without `.slice`, an empty component (`a--b`, a leading
-/// or trailing `-`) or a character systemd refuses in unit names is InvalidArgument.
+/// The systemd manager's root cgroup (its `ControlGroup`), read once when the runtime
+/// opens with the systemd driver. Process-wide because the places that map a container's
+/// systemd-form path to its directory (status folding on every watcher thread, stats)
+/// have no runtime handle; the value is a fact of the host for the daemon's life.
+static SYSTEMD_ROOT: RwLock<Option<String>> = RwLock::new(None);
+
+/// Connects to the systemd manager on `bus` (its default socket when `None`) and records
+/// its root cgroup for [`cgroup_dir`]. An unreachable manager is Unavailable, naming the
+/// socket.
+pub(crate) fn connect_systemd(bus: Option<&Path>) -> Result<PathBuf, Error> {
+    let bus = bus.map_or_else(systemd_cgroup::default_bus, Path::to_path_buf);
+    let root = Systemd::connect(&bus)
+        .and_then(|mut m| m.manager_root())
+        .map_err(|e| {
+            Error::Unavailable(format!(
+                "cgroup_driver = \"systemd\" needs a systemd manager, and the one at {} \
+                 cannot be used: {e}; start systemd, set systemd_bus to its socket, or use \
+                 cgroup_driver = \"cgroupfs\"",
+                bus.display()
+            ))
+        })?;
+    tracing::info!(bus = %bus.display(), manager_root = %root, "systemd manager reached");
+    *SYSTEMD_ROOT.write().unwrap_or_else(|p| p.into_inner()) = Some(root);
+    Ok(bus)
+}
+
+/// The directory (relative to each hierarchy's root) of a container whose
+/// `linux.cgroupsPath` is `cgroups_path`: a systemd-form path is the manager's root + the
+/// slice's directories + the scope; a cgroupfs path is itself. `None` for a path that
+/// could leave the hierarchy (`..`) or is empty or malformed.
+pub(crate) fn cgroup_dir(cgroups_path: &str) -> Option<String> {
+    if systemd_cgroup::is_systemd_path(Path::new(cgroups_path)) {
+        let scope = ScopePath::parse(Path::new(cgroups_path)).ok()?;
+        let root = SYSTEMD_ROOT
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        let dir = scope.cgroup_path(&root);
+        return Some(dir.to_string_lossy().trim_start_matches('/').to_string());
+    }
+    Some(cgroups_path.trim_start_matches('/'))
+        .filter(|p| !p.is_empty() && !p.split('/').any(|c| c == ".."))
+        .map(str::to_string)
+}
+
+/// The cgroup directory path of systemd slice `name` (crius-oci's rules: each `-` is one
+/// level of nesting, `-.slice` is the root). A path, a name without `.slice`, an empty
+/// level or a character systemd refuses in unit names is InvalidArgument.
 pub fn slice_path(name: &str) -> Result<String, Error> {
-    let invalid = |why: &str| {
+    systemd_cgroup::slice_path(name).map_err(|e| {
         Error::InvalidArgument(format!(
-            "cgroup parent {name:?}: {why}; with cgroup_driver = \"systemd\" it must be a \
-             slice name such as kubepods-burstable-pod<uid>.slice"
+            "cgroup parent {e}; with cgroup_driver = \"systemd\" it must be a slice name such \
+             as kubepods-burstable-pod<uid>.slice (use cgroup_driver = \"cgroupfs\" for \
+             cgroupfs paths)"
         ))
-    };
-    if name.contains('/') {
-        return Err(invalid(
-            "is a path (use cgroup_driver = \"cgroupfs\" for cgroupfs parents)",
-        ));
-    }
-    let stem = name
-        .strip_suffix(".slice")
-        .ok_or_else(|| invalid("does not end in .slice"))?;
-    if stem == "-" {
-        return Ok("/".to_string());
-    }
-    if stem.is_empty() {
-        return Err(invalid("has an empty name"));
-    }
-    if name.len() > 255 {
-        return Err(invalid("is longer than 255 characters"));
-    }
-    if !stem
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '\\'))
-    {
-        return Err(invalid(
-            "holds a character other than letters, digits, ':', '-', '_', '.' and '\\'",
-        ));
-    }
-    let parts: Vec<&str> = stem.split('-').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err(invalid(
-            "has an empty level (a leading or trailing '-', or '--')",
-        ));
-    }
-    let mut path = String::new();
-    for i in 1..=parts.len() {
-        path.push('/');
-        path.push_str(&parts[..i].join("-"));
-        path.push_str(".slice");
-    }
-    Ok(path)
+    })
 }
 
 /// Whether systemd is the init system, per sd_booted(3).
@@ -176,16 +197,24 @@ mod tests {
         let driver = CgroupDriver::Systemd;
         assert_eq!(
             driver.pod_cgroup("system-crius.slice").unwrap(),
-            "/system.slice/system-crius.slice"
+            "system-crius.slice"
         );
-        assert_eq!(driver.container_cgroup_name("c1"), "crius-c1.scope");
+        assert_eq!(
+            driver.container_cgroups_path("system-crius.slice", "c1"),
+            "system-crius.slice:crius:c1"
+        );
+        // A pod recorded before scopes: its parent is already a directory.
+        assert_eq!(
+            driver.container_cgroups_path("/system.slice/system-crius.slice", "c1"),
+            "/system.slice/system-crius.slice/crius-c1.scope"
+        );
         assert_eq!(
             CgroupDriver::Cgroupfs.pod_cgroup("/kubepods/pod1").unwrap(),
             "/kubepods/pod1"
         );
         assert_eq!(
-            CgroupDriver::Cgroupfs.container_cgroup_name("c1"),
-            "crius-c1"
+            CgroupDriver::Cgroupfs.container_cgroups_path("/kubepods/pod1/", "c1"),
+            "/kubepods/pod1/crius-c1"
         );
     }
 
@@ -210,6 +239,22 @@ mod tests {
         }
         let long = format!("{}.slice", "a".repeat(260));
         assert!(slice_path(&long).is_err());
+    }
+
+    #[test]
+    fn container_directories_come_from_either_form() {
+        assert_eq!(
+            cgroup_dir("/kubepods/pod1/crius-c1").unwrap(),
+            "kubepods/pod1/crius-c1"
+        );
+        assert_eq!(cgroup_dir("/a/../b"), None);
+        assert_eq!(cgroup_dir(""), None);
+        assert_eq!(cgroup_dir("kubepods.slice:crius:"), None);
+        // The manager's root is "" until a runtime opened with the systemd driver.
+        assert_eq!(
+            cgroup_dir("kubepods-besteffort-pod1.slice:crius:c1").unwrap(),
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/crius-c1.scope"
+        );
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A host facility crius needs is missing (a systemd manager for the systemd driver).
+    #[error("{0}")]
+    Unavailable(String),
     /// The answer of an identical call that was in flight when this one arrived.
     #[error("{message}")]
     Retried { kind: ErrorKind, message: String },
@@ -71,6 +74,7 @@ impl Error {
             Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Error::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
+            Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Retried { kind, .. } => *kind,
         }
     }

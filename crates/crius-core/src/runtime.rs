@@ -33,6 +33,9 @@ pub struct RuntimeOptions {
     /// Where the cgroup filesystem is mounted, normally `/sys/fs/cgroup`.
     pub cgroup_root: PathBuf,
     pub cgroup_driver: CgroupDriverChoice,
+    /// The systemd manager's socket for the systemd driver (its private socket or a
+    /// message bus); `None` is `/run/systemd/private` when present, else the system bus.
+    pub systemd_bus: Option<PathBuf>,
     /// Runtime handlers for RuntimeClass besides the built-in default.
     pub handlers: Vec<RuntimeHandlerConfig>,
     /// The pod CIDR from the config file, used until kubelet sends one.
@@ -96,6 +99,8 @@ pub struct Runtime {
     images: Arc<ImageManager>,
     cgroup_driver: CgroupDriver,
     cgroup_version: CgroupVersion,
+    /// The systemd manager's socket, with the systemd driver (checked at open).
+    systemd_bus: Option<PathBuf>,
     pod_cidr: RwLock<Option<String>>,
     /// The network new pods get (rebuilt when kubelet sends a new pod CIDR); `None` when
     /// pod networking is off.
@@ -132,6 +137,14 @@ impl Runtime {
         )?;
         let cgroup_driver = options.cgroup_driver.resolve(systemd_booted());
         let cgroup_version = CgroupVersion::detect(&options.cgroup_root);
+        // The systemd driver needs a manager to create scopes: refuse to start without one
+        // rather than fail every container later.
+        let systemd_bus = match cgroup_driver {
+            CgroupDriver::Systemd => Some(crate::cgroup::connect_systemd(
+                options.systemd_bus.as_deref(),
+            )?),
+            CgroupDriver::Cgroupfs => None,
+        };
         tracing::info!(?cgroup_driver, ?cgroup_version, root = %options.root.display(), "runtime opened");
         Ok(Self {
             options,
@@ -139,6 +152,7 @@ impl Runtime {
             images,
             cgroup_driver,
             cgroup_version,
+            systemd_bus,
             pod_cidr,
             network: RwLock::new(network),
             pod_runs: Inflight::default(),
@@ -160,6 +174,11 @@ impl Runtime {
     /// The cgroup driver kubelet must be configured with.
     pub fn cgroup_driver(&self) -> CgroupDriver {
         self.cgroup_driver
+    }
+
+    /// The systemd manager's socket pod monitors use (systemd driver only).
+    pub(crate) fn systemd_bus(&self) -> Option<&Path> {
+        self.systemd_bus.as_deref()
     }
 
     /// The metadata store.
@@ -238,19 +257,19 @@ impl Runtime {
         }
     }
 
-    /// The cgroup path of a pod's containers' parent: kubelet's (a slice name expanded to
-    /// its nested slice directories with the systemd driver; a bad one is
-    /// InvalidArgument), or `/crius/<pod id>` (owned, and removed with the pod) when
-    /// kubelet gave none, whatever the driver.
+    /// The cgroup parent of a pod's containers: kubelet's (a slice name with the systemd
+    /// driver, a bad one is InvalidArgument), or when kubelet gave none `/crius/<pod id>`
+    /// with cgroupfs (owned, and removed with the pod) and crius's own slice with systemd
+    /// (systemd's to manage).
     pub(crate) fn pod_cgroup_parent(
         &self,
         config: &crate::pod::config::PodConfig,
         id: &str,
     ) -> Result<String> {
-        if config.cgroup_parent.is_empty() {
-            Ok(format!("/crius/{id}"))
-        } else {
-            self.cgroup_driver.pod_cgroup(&config.cgroup_parent)
+        match (config.cgroup_parent.is_empty(), self.cgroup_driver) {
+            (true, CgroupDriver::Cgroupfs) => Ok(format!("/crius/{id}")),
+            (true, CgroupDriver::Systemd) => Ok(crate::cgroup::DEFAULT_SLICE.to_string()),
+            (false, driver) => driver.pod_cgroup(&config.cgroup_parent),
         }
     }
 

@@ -54,6 +54,15 @@ pub mod oci_defaults {
     pub use crius_oci::spec::{DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
 }
 
+/// The systemd cgroup driver's naming rules and manager queries, for criusd (which must
+/// map systemd-form cgroup paths to directories and check the manager at start-up without
+/// linking the forking parts of crius-oci directly).
+pub mod systemd_cgroup {
+    pub use crius_oci::cgroup::systemd::{
+        default_bus, is_systemd_path, slice_path, InvalidSlice, ScopePath, Systemd,
+    };
+}
+
 /// Terminal control for the pty masters criusd holds (exec with a terminal, attach to a
 /// tty container), so criusd need not link crius-oci.
 pub mod terminal {

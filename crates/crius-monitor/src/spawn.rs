@@ -72,6 +72,10 @@ pub struct PodConfig {
     pub sysctls: BTreeMap<String, String>,
     /// The pod cgroup (recorded; container cgroups come in each spec).
     pub cgroup_parent: Option<PathBuf>,
+    /// The systemd manager's socket, for containers whose `cgroupsPath` is in the systemd
+    /// form (`slice:prefix:name`, the systemd cgroup driver); `None` is systemd's default.
+    #[serde(default)]
+    pub systemd_bus: Option<PathBuf>,
 }
 
 /// A spawned monitor.

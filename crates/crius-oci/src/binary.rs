@@ -8,6 +8,7 @@
 //! Extra fds (`Stdio::extra_fds`) are not supported here. `stats` asks `events --stats`,
 //! or, for a CLI without that command (crun), reads the cgroup the init runs in.
 
+use std::collections::HashSet;
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -31,6 +32,10 @@ pub struct BinaryRuntime {
     binary: PathBuf,
     root: PathBuf,
     global_args: Vec<String>,
+    /// Containers whose `cgroupsPath` is in the systemd form (`slice:prefix:name`): every
+    /// command about them gets `--systemd-cgroup` (runc's and crun's flag), so the CLI
+    /// creates and removes a scope unit instead of cgroupfs directories.
+    systemd_cgroup: HashSet<String>,
 }
 
 impl BinaryRuntime {
@@ -46,6 +51,7 @@ impl BinaryRuntime {
             binary,
             root: root.into(),
             global_args: Vec::new(),
+            systemd_cgroup: HashSet::new(),
         }
     }
 
@@ -56,9 +62,12 @@ impl BinaryRuntime {
         self
     }
 
-    fn command(&self, log: &Path) -> Command {
+    fn command(&self, id: &str, log: &Path) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.global_args);
+        if self.systemd_cgroup.contains(id) {
+            cmd.arg("--systemd-cgroup");
+        }
         cmd.arg("--root")
             .arg(&self.root)
             .arg("--log")
@@ -211,6 +220,14 @@ impl OciRuntime for BinaryRuntime {
                 self.name
             )));
         }
+        let systemd = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .is_some_and(|p| crate::cgroup::systemd::is_systemd_path(p));
+        if systemd {
+            self.systemd_cgroup.insert(id.to_string());
+        }
         let config = bundle.join("config.json");
         spec.save(&config)
             .map_err(|e| Error::InvalidSpec(format!("write {}: {e}", config.display())))?;
@@ -221,7 +238,7 @@ impl OciRuntime for BinaryRuntime {
             .unwrap_or(false);
         let console = self.console(id, "create", terminal)?;
         let pid_file = self.root.join(format!("{id}.pid"));
-        let mut cmd = self.command(&self.log_path(id, "create"));
+        let mut cmd = self.command(id, &self.log_path(id, "create"));
         cmd.arg("create")
             .arg("--bundle")
             .arg(bundle)
@@ -251,13 +268,13 @@ impl OciRuntime for BinaryRuntime {
                 state: "started".into(),
             });
         }
-        let mut cmd = self.command(&self.log_path(id, "start"));
+        let mut cmd = self.command(id, &self.log_path(id, "start"));
         cmd.arg("start").arg(id);
         self.run("start", id, cmd).map(drop)
     }
 
     fn kill(&mut self, id: &str, signal: Signal) -> Result<()> {
-        let mut cmd = self.command(&self.log_path(id, "kill"));
+        let mut cmd = self.command(id, &self.log_path(id, "kill"));
         cmd.arg("kill").arg(id).arg((signal as i32).to_string());
         match self.run("kill", id, cmd) {
             Ok(_) => Ok(()),
@@ -268,7 +285,7 @@ impl OciRuntime for BinaryRuntime {
     }
 
     fn state(&mut self, id: &str) -> Result<ContainerState> {
-        let mut cmd = self.command(&self.log_path(id, "state"));
+        let mut cmd = self.command(id, &self.log_path(id, "state"));
         cmd.arg("state").arg(id);
         let out = self.run("state", id, cmd)?;
         let v: serde_json::Value = serde_json::from_slice(&out)
@@ -299,13 +316,15 @@ impl OciRuntime for BinaryRuntime {
                 state: "running".into(),
             });
         }
-        let mut cmd = self.command(&self.log_path(id, "delete"));
+        let mut cmd = self.command(id, &self.log_path(id, "delete"));
         cmd.arg("delete");
         if force {
             cmd.arg("--force");
         }
         cmd.arg(id);
-        self.run("delete", id, cmd).map(drop)
+        self.run("delete", id, cmd)?;
+        self.systemd_cgroup.remove(id);
+        Ok(())
     }
 
     fn exec(&mut self, id: &str, process: &ProcessSpec, stdio: Stdio) -> Result<Process> {
@@ -328,7 +347,7 @@ impl OciRuntime for BinaryRuntime {
         std::fs::write(&process_file, json).map_err(|e| Error::io(&process_file, e))?;
         let console = self.console(id, "exec", process.terminal().unwrap_or(false))?;
         let pid_file = self.root.join(format!("{id}.exec.pid"));
-        let mut cmd = self.command(&self.log_path(id, "exec"));
+        let mut cmd = self.command(id, &self.log_path(id, "exec"));
         cmd.arg("exec")
             .arg("--detach")
             .arg("--process")
@@ -357,7 +376,7 @@ impl OciRuntime for BinaryRuntime {
         let file = self.root.join(format!("{id}.resources.json"));
         let json = serde_json::to_vec(resources).map_err(|e| Error::InvalidSpec(e.to_string()))?;
         std::fs::write(&file, json).map_err(|e| Error::io(&file, e))?;
-        let mut cmd = self.command(&self.log_path(id, "update"));
+        let mut cmd = self.command(id, &self.log_path(id, "update"));
         cmd.arg("update").arg("--resources").arg(&file).arg(id);
         let result = self.run("update", id, cmd);
         let _ = std::fs::remove_file(&file);
@@ -365,7 +384,7 @@ impl OciRuntime for BinaryRuntime {
     }
 
     fn stats(&mut self, id: &str) -> Result<CgroupStats> {
-        let mut cmd = self.command(&self.log_path(id, "events"));
+        let mut cmd = self.command(id, &self.log_path(id, "events"));
         cmd.arg("events").arg("--stats").arg(id);
         let out = match self.run("events", id, cmd) {
             Ok(out) => out,

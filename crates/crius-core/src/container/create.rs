@@ -101,11 +101,9 @@ impl Runtime {
             pod: &self.pod_context(pod),
             defaults: &self.spec_defaults(),
             host_capabilities: &super::caps::host_capabilities(),
-            cgroups_path: format!(
-                "{}/{}",
-                pod.cgroup_parent.trim_end_matches('/'),
-                self.cgroup_driver().container_cgroup_name(&id)
-            ),
+            cgroups_path: self
+                .cgroup_driver()
+                .container_cgroups_path(&pod.cgroup_parent, &id),
         })?;
         if let Some(dir) = log_path.parent() {
             fs::create_dir_all(dir)

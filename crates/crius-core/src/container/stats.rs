@@ -453,11 +453,8 @@ impl Runtime {
 
 /// The cgroup figures of running container `c`; `None` when it has no cgroup (yet).
 fn cgroup_usage(c: &ContainerStatus) -> Option<MonitorStats> {
-    let path = &c.spec_summary.cgroups_path;
-    if path.is_empty() {
-        return None;
-    }
-    match crius_monitor::cgroup_stats::read_path(Path::new(path)) {
+    let path = crate::cgroup::cgroup_dir(&c.spec_summary.cgroups_path)?;
+    match crius_monitor::cgroup_stats::read_path(Path::new(&path)) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::debug!(container_id = %c.id, error = %e, "no cgroup stats");

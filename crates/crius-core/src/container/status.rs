@@ -257,11 +257,10 @@ fn exited_unexpectedly(record: &mut ContainerRecord, why: &str) {
 /// Where the cgroup filesystem is mounted (the cgroup tree containers are placed in).
 pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// The container's cgroup, relative to each hierarchy, from its OCI spec.
+/// The container's cgroup directory, relative to each hierarchy, from its OCI spec's
+/// `cgroupsPath` (a systemd scope's directory for the systemd form).
 pub(crate) fn cgroups_path(record: &ContainerRecord) -> Option<String> {
-    Some(record.spec_summary.cgroups_path.trim_start_matches('/'))
-        .filter(|p| !p.is_empty() && !p.split('/').any(|c| c == ".."))
-        .map(str::to_string)
+    crate::cgroup::cgroup_dir(&record.spec_summary.cgroups_path)
 }
 
 /// The directories of cgroup `relative` under `root`: the v2 one and one per v1 hierarchy.

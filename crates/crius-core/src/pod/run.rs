@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crius_monitor::{spawn_monitor, PodConfig as MonitorPodConfig, PodNamespaces};
 use crius_store::{NamespaceOptions, PodMetadata, PodRecord, PodState};
@@ -80,6 +80,7 @@ impl Runtime {
             },
             sysctls: config.sysctls.clone(),
             cgroup_parent: None,
+            systemd_bus: self.systemd_bus().map(Path::to_path_buf),
         };
         let handle = spawn_monitor(&self.monitor_binary(), &monitor_config)?;
         let pod_dir = dir.clone();

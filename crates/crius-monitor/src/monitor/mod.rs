@@ -98,6 +98,10 @@ impl Monitor {
         sigchld: OwnedFd,
         pins: Pins,
     ) -> Self {
+        let builtin = match &config.systemd_bus {
+            Some(bus) => BuiltinRuntime::new().with_systemd_bus(bus),
+            None => BuiltinRuntime::new(),
+        };
         Self {
             config,
             listener,
@@ -106,7 +110,7 @@ impl Monitor {
             conns: BTreeMap::new(),
             next_id: 1,
             containers: BTreeMap::new(),
-            builtin: BuiltinRuntime::new(),
+            builtin,
             binaries: HashMap::new(),
             execs: BTreeMap::new(),
             sessions: BTreeMap::new(),
