@@ -267,7 +267,17 @@ fn mount(m: crius_core::container::config::Mount) -> api::Mount {
         propagation: propagation.into(),
         image,
         image_sub_path,
+        uid_mappings: m.uid_mappings.iter().map(id_mapping).collect(),
+        gid_mappings: m.gid_mappings.iter().map(id_mapping).collect(),
         ..Default::default()
+    }
+}
+
+fn id_mapping(m: &crius_core::pod::config::IdMapping) -> api::IdMapping {
+    api::IdMapping {
+        host_id: m.host_id,
+        container_id: m.container_id,
+        length: m.length,
     }
 }
 

@@ -62,6 +62,22 @@ fn mount(m: api::Mount) -> Result<domain::Mount, CriError> {
         )));
     }
     let image = image_volume(&m)?;
+    if m.uid_mappings.is_empty() != m.gid_mappings.is_empty()
+        || m.uid_mappings
+            .iter()
+            .chain(&m.gid_mappings)
+            .any(|i| i.length == 0)
+    {
+        return Err(invalid(format!(
+            "mount {}: uidMappings and gidMappings go together, each range at least 1 long",
+            m.container_path
+        )));
+    }
+    let mapping = |i: &api::IdMapping| IdMapping {
+        container_id: i.container_id,
+        host_id: i.host_id,
+        length: i.length,
+    };
     if image.is_none() && !m.host_path.starts_with('/') {
         return Err(invalid(format!(
             "mount host_path {:?} must be absolute",
@@ -102,6 +118,8 @@ fn mount(m: api::Mount) -> Result<domain::Mount, CriError> {
         selinux_relabel: m.selinux_relabel,
         propagation,
         image,
+        uid_mappings: m.uid_mappings.iter().map(mapping).collect(),
+        gid_mappings: m.gid_mappings.iter().map(mapping).collect(),
     })
 }
 

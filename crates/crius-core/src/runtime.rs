@@ -118,9 +118,13 @@ pub struct Runtime {
 impl Runtime {
     /// Creates the root (0700) and state (0711) directories if needed, opens the metadata
     /// store and restores the settings kubelet pushed before a restart.
+    ///
+    /// The state dir and its `pods` dir can be searched (not listed) by anyone: the root
+    /// of a user-namespaced pod is an unprivileged host uid that must reach its bundle.
     pub fn open(options: RuntimeOptions) -> Result<Self> {
         create_private_dir(&options.root, 0o700)?;
         create_private_dir(&options.state, 0o711)?;
+        create_private_dir(&options.state.join("pods"), 0o711)?;
         let store = Store::open(options.root.join("meta.redb"))?;
         let records = Arc::new(StoreImageRecords::new(Arc::new(store.clone())));
         let images = Arc::new(ImageManager::open(
@@ -461,7 +465,8 @@ fn state_dir_writable(state: &Path) -> std::io::Result<()> {
     fs::remove_file(&probe)
 }
 
-fn create_private_dir(path: &Path, mode: u32) -> Result<()> {
+/// Creates `path` (and missing parents) and gives it `mode` whatever the umask.
+pub(crate) fn create_private_dir(path: &Path, mode: u32) -> Result<()> {
     let err = |error| Error::CreateDir {
         path: path.to_path_buf(),
         error,
@@ -472,6 +477,17 @@ fn create_private_dir(path: &Path, mode: u32) -> Result<()> {
         .create(path)
         .map_err(err)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err)
+}
+
+/// The mode of a pod's directory and of its containers' bundles: private, but searchable
+/// when the pod has a user namespace, whose root (an unprivileged host uid) must reach
+/// its rootfs and the pod's files through them.
+pub(crate) fn bundle_dir_mode(user_ns: bool) -> u32 {
+    if user_ns {
+        0o711
+    } else {
+        0o700
+    }
 }
 
 /// A new 64-hex-digit id, as containerd and CRI-O make them.

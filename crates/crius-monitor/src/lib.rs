@@ -63,6 +63,24 @@ pub mod systemd_cgroup {
     };
 }
 
+/// Mounts criusd prepares for the runtime, so criusd need not link crius-oci.
+pub mod mounts {
+    use std::path::{Path, PathBuf};
+
+    /// Mounts an overlay at `target` whose layers are id-mapped through the user
+    /// namespace pinned at `userns` (see `crius_oci::idmap::mount_overlay_idmapped`).
+    pub fn mount_overlay_idmapped(
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+        userns: &Path,
+    ) -> crate::Result<()> {
+        crius_oci::idmap::mount_overlay_idmapped(lowers, upper, work, target, userns)
+            .map_err(crate::Error::from)
+    }
+}
+
 /// Terminal control for the pty masters criusd holds (exec with a terminal, attach to a
 /// tty container), so criusd need not link crius-oci.
 pub mod terminal {

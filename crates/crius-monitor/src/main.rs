@@ -139,8 +139,14 @@ fn setup(config: &PodConfig) -> Result<Monitor> {
         return Err(Error::MonitorRunning { socket });
     }
     let _ = std::fs::remove_file(&socket);
+    // Searchable, not listable: the root of a user-namespaced pod is an unprivileged
+    // host uid that must reach its bundle below (each bundle keeps its own mode).
     let containers = config.state_dir.join("containers");
-    std::fs::create_dir_all(&containers).map_err(|e| Error::io_at(&containers, e))?;
+    std::fs::create_dir_all(&containers)
+        .and_then(|()| {
+            std::fs::set_permissions(&containers, std::fs::Permissions::from_mode(0o711))
+        })
+        .map_err(|e| Error::io_at(&containers, e))?;
     let mut pins = monitor::pin_namespaces(config)?;
     match listen(&socket).and_then(|l| {
         let sigchld = sys::sigchld_pipe().map_err(|e| Error::sys("SIGCHLD pipe", e))?;

@@ -201,6 +201,15 @@ fn receive_pty(id: &str, channel: &Channel, process: &ProcessSpec) -> Result<Opt
 
 /// Spawns the children for `plan`, places the process with `place` (into its cgroup),
 /// and lets it go on.
+/// Writes the process's oom_score_adj from here, the parent: a process in a user
+/// namespace cannot write its own (while it is non-dumpable, its /proc files belong to
+/// the host's root), which is also why runc writes it from outside.
+fn set_oom_score_adj(pid: Pid, adj: Option<i32>) -> Result<()> {
+    let Some(adj) = adj else { return Ok(()) };
+    let path = format!("/proc/{pid}/oom_score_adj");
+    std::fs::write(&path, adj.to_string()).map_err(|e| Error::io(path, e))
+}
+
 fn launch(
     id: &str,
     plan: &crate::init::InitPlan,
@@ -213,11 +222,13 @@ fn launch(
         id: id.into(),
         source,
     })?;
-    let go = place(spawned.pid.as_raw()).and_then(|()| {
-        parent
-            .send(&Message::Continue, None)
-            .map_err(Error::Protocol)
-    });
+    let go = place(spawned.pid.as_raw())
+        .and_then(|()| set_oom_score_adj(spawned.pid, plan.process.oom_score_adj))
+        .and_then(|()| {
+            parent
+                .send(&Message::Continue, None)
+                .map_err(Error::Protocol)
+        });
     if let Err(e) = go {
         abandon(&spawned.pidfd);
         return Err(e);

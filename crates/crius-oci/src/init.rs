@@ -277,17 +277,14 @@ fn apply_sysctls(sysctls: &[(String, String)]) -> Result<(), InitError> {
     Ok(())
 }
 
-/// The apply_rlimits step, with umask and oom_score_adj.
+/// The apply_rlimits step, with umask (oom_score_adj is the parent's to write: see
+/// `builtin::launch`).
 fn apply_rlimits(p: &ProcessPlan) -> Result<(), InitError> {
     for (res, soft, hard) in &p.rlimits {
         setrlimit(*res, *soft, *hard)
             .map_err(|e| InitError::ApplyRlimits(format!("setrlimit {res:?}: {e}")))?;
     }
     umask(Mode::from_bits_truncate(p.umask));
-    if let Some(adj) = p.oom_score_adj {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| InitError::ApplyRlimits(format!("oom_score_adj {adj}: {e}")))?;
-    }
     Ok(())
 }
 

@@ -51,6 +51,7 @@ mod builtin;
 pub mod cgroup;
 mod clone;
 mod error;
+pub mod idmap;
 mod init;
 mod message;
 mod plan;

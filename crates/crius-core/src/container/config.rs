@@ -47,6 +47,11 @@ pub struct Mount {
     pub propagation: Propagation,
     /// Set for an image volume: the image's filesystem is the source, always read-only.
     pub image: Option<ImageVolume>,
+    /// With `gid_mappings`, makes the mount id-mapped: files owned by a mapping's
+    /// `container_id` on disk appear owned by its `host_id`, so a user-namespaced pod sees
+    /// a volume's files with the owners it expects (kubelet sends the pod's mappings).
+    pub uid_mappings: Vec<crate::pod::config::IdMapping>,
+    pub gid_mappings: Vec<crate::pod::config::IdMapping>,
 }
 
 /// An image mounted read-only into a container (kubelet's image volumes).

@@ -16,6 +16,7 @@ use crius_store::{
 use super::config::ContainerConfig;
 use super::spec::{build_spec, ImageConfig, PodContext, SpecInput};
 use crate::error::{Error, Result};
+use crate::pod::config::IdMapping;
 use crate::pod::remove::MONITOR_TIMEOUT;
 use crate::rollback::Rollback;
 use crate::runtime::{new_id, now_ns, Runtime};
@@ -58,11 +59,14 @@ impl Runtime {
         let mut rollback = Rollback::default();
         let bundle = self.pod_dir(&pod.id).join("containers").join(&id);
         let rootfs = bundle.join("rootfs");
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(&rootfs)
-            .map_err(|e| Error::io(format!("create bundle {}", bundle.display()), e))?;
+        let user_ns = crate::pod::status::stored_mappings(pod).is_some();
+        crate::runtime::create_private_dir(&bundle, crate::runtime::bundle_dir_mode(user_ns))
+            .and_then(|()| {
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&rootfs)
+                    .map_err(|e| Error::io(format!("create {}", rootfs.display()), e))
+            })?;
         let undo_bundle = bundle.clone();
         rollback.push("remove bundle", move || {
             fs::remove_dir_all(&undo_bundle).map_err(|e| e.to_string())
@@ -77,14 +81,14 @@ impl Runtime {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         });
-        self.images().mount_rootfs(&id, &rootfs)?;
+        match crate::pod::status::stored_mappings(pod) {
+            None => self.images().mount_rootfs(&id, &rootfs)?,
+            Some((uids, gids)) => self.mount_rootfs_idmapped(pod, &id, &rootfs, &uids, &gids)?,
+        }
         let images = self.images_handle();
         let undo_rootfs = rootfs.clone();
         rollback.push("unmount rootfs", move || {
-            images
-                .unmount_rootfs(&undo_rootfs)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            super::lifecycle::unmount_rootfs(&images, &undo_rootfs).map_err(|e| e.to_string())
         });
 
         let image_config = ImageConfig::from_json(&image.config);
@@ -179,6 +183,48 @@ impl Runtime {
             .publish(&record, crate::events::ContainerEventKind::Created);
         tracing::info!(container_id = %id, pod_id = %pod.id, name = %config.name, "container created");
         Ok(id)
+    }
+
+    /// Mounts the rootfs of a container of user-namespaced `pod`: the pod's root is an
+    /// unprivileged host uid, so the image's layers are id-mapped through the pod's user
+    /// namespace (its root owns what the image's root owns) and the writable layer's top
+    /// directory is given to the pod's root (what the container writes keeps its ids).
+    fn mount_rootfs_idmapped(
+        &self,
+        pod: &PodRecord,
+        id: &str,
+        rootfs: &Path,
+        uids: &[IdMapping],
+        gids: &[IdMapping],
+    ) -> Result<()> {
+        let mounts = self.images().rootfs_mounts(id)?;
+        let (Some(upper), Some(work)) = (mounts.upper_path(), mounts.work.as_ref()) else {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id}: its rootfs snapshot has no writable layer"
+            )));
+        };
+        let root_of = |maps: &[IdMapping]| {
+            maps.iter()
+                .find(|m| m.container_id == 0)
+                .map(|m| m.host_id)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "pod {}: its user namespace maps no host id to the container's root (0)",
+                        pod.id
+                    ))
+                })
+        };
+        std::os::unix::fs::chown(&upper, Some(root_of(uids)?), Some(root_of(gids)?))
+            .map_err(|e| Error::io(format!("chown {}", upper.display()), e))?;
+        let lowers: Vec<PathBuf> = mounts.lowers.iter().map(|l| mounts.base.join(l)).collect();
+        crius_monitor::mounts::mount_overlay_idmapped(
+            &lowers,
+            &upper,
+            &mounts.base.join(work),
+            rootfs,
+            &self.pod_dir(&pod.id).join("ns").join("user"),
+        )?;
+        Ok(())
     }
 
     /// Mounts each image volume of `config` read-only under `bundle/volumes/<n>` and

@@ -125,7 +125,7 @@ impl Runtime {
     fn release_bundle(&self, bundle: &Path, id: &str) -> Result<()> {
         self.unmount_image_volumes(bundle)?;
         self.images().remove_image_volumes(id)?;
-        self.images().unmount_rootfs(&bundle.join("rootfs"))?;
+        unmount_rootfs(self.images(), &bundle.join("rootfs"))?;
         self.images().remove_rootfs(id)?;
         match fs::remove_dir_all(bundle) {
             Ok(()) => Ok(()),
@@ -187,6 +187,13 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+/// Unmounts a container's rootfs: the overlay, and the id-mapped mount on top of it
+/// that a user-namespaced pod's containers have.
+pub(crate) fn unmount_rootfs(images: &crius_image::ImageManager, rootfs: &Path) -> Result<()> {
+    while images.unmount_rootfs(rootfs)? {}
+    Ok(())
 }
 
 /// The signal that asks a container to stop: the image's `StopSignal`, else SIGTERM.

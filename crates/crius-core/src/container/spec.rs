@@ -640,7 +640,7 @@ fn mount(destination: &str, typ: &str, source: &Path, options: &[&str]) -> Resul
 /// Every mount of the container: the standard filesystems, the pod's files, then the
 /// request's mounts (which replace a standard one at the same place), parents first.
 fn mounts(input: &SpecInput<'_>) -> Result<Vec<Mount>> {
-    let cri = cri_mounts(input.config)?;
+    let cri = cri_mounts(input.config, input.pod.user_ns.is_some())?;
     let taken: HashSet<PathBuf> = cri.iter().map(|m| m.destination().clone()).collect();
     let mut all: Vec<Mount> = standard_mounts(input)?
         .into_iter()
@@ -749,18 +749,18 @@ fn pod_file_mounts(input: &SpecInput<'_>) -> Result<Vec<Mount>> {
     Ok(mounts)
 }
 
-fn cri_mounts(config: &ContainerConfig) -> Result<Vec<Mount>> {
+fn cri_mounts(config: &ContainerConfig, user_ns: bool) -> Result<Vec<Mount>> {
     let privileged = config.security.privileged;
     config
         .mounts
         .iter()
-        .map(|m| cri_mount(m, privileged))
+        .map(|m| cri_mount(m, privileged, user_ns))
         .collect()
 }
 
 /// One CRI mount: a recursive bind of an existing host path, with its propagation and
 /// read-only mode (`rro` asks the runtime for recursive read-only, as runc names it).
-fn cri_mount(m: &CriMount, privileged: bool) -> Result<Mount> {
+fn cri_mount(m: &CriMount, privileged: bool, user_ns: bool) -> Result<Mount> {
     let invalid = |reason| SpecError::InvalidMount {
         container_path: m.container_path.clone(),
         reason,
@@ -800,7 +800,17 @@ fn cri_mount(m: &CriMount, privileged: bool) -> Result<Mount> {
         }
         options.push("rro");
     }
-    mount(&destination.to_string_lossy(), "bind", &source, &options)
+    let mut mount = mount(&destination.to_string_lossy(), "bind", &source, &options)?;
+    if !m.uid_mappings.is_empty() {
+        if !user_ns {
+            return Err(invalid(
+                "uid/gid mappings are for pods with a user namespace (userns_options mode POD)",
+            ));
+        }
+        mount.set_uid_mappings(Some(id_mappings(&m.uid_mappings)?));
+        mount.set_gid_mappings(Some(id_mappings(&m.gid_mappings)?));
+    }
+    Ok(mount)
 }
 
 /// `rshared` when a mount propagates both ways, `rslave` when one receives host mounts.

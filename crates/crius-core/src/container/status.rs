@@ -472,8 +472,30 @@ impl ContainerStatus {
                     selinux_relabel: false,
                     propagation,
                     image,
+                    uid_mappings: oci_mappings(m.get("uidMappings")),
+                    gid_mappings: oci_mappings(m.get("gidMappings")),
                 })
             })
             .collect()
     }
+}
+
+/// An OCI mount's `uidMappings`/`gidMappings` JSON as id ranges (none when absent).
+fn oci_mappings(list: Option<&serde_json::Value>) -> Vec<crate::pod::config::IdMapping> {
+    let number = |m: &serde_json::Value, key: &str| {
+        m.get(key)
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    list.and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            Some(crate::pod::config::IdMapping {
+                container_id: number(m, "containerID")?,
+                host_id: number(m, "hostID")?,
+                length: number(m, "size")?,
+            })
+        })
+        .collect()
 }

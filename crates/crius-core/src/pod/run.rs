@@ -2,7 +2,6 @@
 //! namespaces), record it. Every step taken is undone if a later one fails.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crius_monitor::{spawn_monitor, PodConfig as MonitorPodConfig, PodNamespaces};
@@ -13,7 +12,7 @@ use super::files::{resolv_conf, PodFiles};
 use super::sysctl;
 use crate::error::{Error, Result};
 use crate::rollback::Rollback;
-use crate::runtime::{new_id, now_ns, Runtime};
+use crate::runtime::{bundle_dir_mode, create_private_dir, new_id, now_ns, Runtime};
 
 impl Runtime {
     /// Runs a pod and returns its id. A retry with the same metadata while the first call
@@ -42,11 +41,7 @@ impl Runtime {
         let cgroup_parent = self.pod_cgroup_parent(config, &id)?;
         let mut rollback = Rollback::default();
         let dir = self.pod_dir(&id);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(&dir)
-            .map_err(|e| Error::io(format!("create pod directory {}", dir.display()), e))?;
+        create_private_dir(&dir, bundle_dir_mode(config.user_namespace.is_some()))?;
         let undo_dir = dir.clone();
         rollback.push("remove pod directory", move || {
             fs::remove_dir_all(&undo_dir).map_err(|e| e.to_string())
