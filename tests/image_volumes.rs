@@ -8,7 +8,6 @@ mod common;
 
 use common::{container_config, create, exec, run_pod, setup, start, Daemon, Setup};
 use crius::api;
-use crius_testkit::images::{Compression, LayerBuilder, TestImage};
 use tonic::Code;
 
 fn image_mount(container_path: &str, image: &str, sub_path: &str) -> api::Mount {
@@ -36,38 +35,12 @@ fn volume_mounts(s: &Setup) -> Vec<String> {
         .collect()
 }
 
-/// Pushes a one-layer image (no busybox, just data) and pulls it; returns its reference.
-async fn pull_data_image(s: &mut Setup) -> String {
-    let layer = LayerBuilder::new()
-        .dir("models")
-        .file("models/weights.bin", b"0123456789", 0o644)
-        .build(Compression::Gzip);
-    let host = s.fixture.registry.host().to_string();
-    TestImage::oci(vec![layer], "amd64")
-        .push(&host, "artifact", "v1", None)
-        .await
-        .unwrap();
-    let reference = format!("{host}/artifact:v1");
-    s.client
-        .image
-        .pull_image(api::PullImageRequest {
-            image: Some(api::ImageSpec {
-                image: reference.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    reference
-}
-
 #[tokio::test]
 async fn an_image_volume_shows_the_image_read_only_and_goes_with_its_container() {
     let Some(mut s) = setup("image-volume").await else {
         return;
     };
-    let data = pull_data_image(&mut s).await;
+    let data = common::pull_data_image(&mut s).await;
     let (pod, sandbox) = run_pod(&mut s, "imgvol").await;
     let mut config = container_config(&s.image, "work", &["sleep", "300"]);
     config.mounts = vec![

@@ -60,6 +60,7 @@ async fn a_user_namespaced_pod_sees_id_mapped_volumes_as_their_owners_see_them()
     std::fs::create_dir_all(&volume).unwrap();
     std::fs::write(volume.join("config"), "from the host\n").unwrap();
 
+    let data = common::pull_data_image(&mut s).await;
     let mut sandbox = common::pod_config(&s.layout, "userns");
     userns_pod(&mut sandbox);
     let pod = run_pod_with(&mut s.client, &sandbox).await;
@@ -67,6 +68,31 @@ async fn a_user_namespaced_pod_sees_id_mapped_volumes_as_their_owners_see_them()
     config.mounts = vec![
         bind("/mapped", &volume, true),
         bind("/plain", &volume, false),
+        // An image volume as kubelet sends it in such a pod: with the pod's mappings.
+        api::Mount {
+            container_path: "/tools".into(),
+            image: Some(api::ImageSpec {
+                image: s.image.clone(),
+                ..Default::default()
+            }),
+            image_sub_path: "bin".into(),
+            readonly: true,
+            uid_mappings: pod_mapping(),
+            gid_mappings: pod_mapping(),
+            ..Default::default()
+        },
+        // A one-layer image volume: the mapped layer itself.
+        api::Mount {
+            container_path: "/models".into(),
+            image: Some(api::ImageSpec {
+                image: data,
+                ..Default::default()
+            }),
+            readonly: true,
+            uid_mappings: pod_mapping(),
+            gid_mappings: pod_mapping(),
+            ..Default::default()
+        },
     ];
     config.linux = Some(api::LinuxContainerConfig {
         resources: Some(api::LinuxContainerResources {
@@ -116,6 +142,28 @@ async fn a_user_namespaced_pod_sees_id_mapped_volumes_as_their_owners_see_them()
         .join("rootfs");
     let made = std::fs::metadata(rootfs.join("etc/made-here")).unwrap();
     assert_eq!((made.uid(), made.gid()), (HOST_BASE, HOST_BASE));
+
+    // The image volume's layers are id-mapped too: the image's root owns its files.
+    let (code, out, err) = exec(
+        &mut s.client,
+        &id,
+        &["stat", "-c", "%u:%g", "/tools/busybox"],
+    )
+    .await;
+    assert_eq!((code, out.trim()), (0, "0:0"), "{err}");
+    let (code, _, _) = exec(&mut s.client, &id, &["/tools/busybox", "true"]).await;
+    assert_eq!(code, 0);
+    let (_, out, _) = exec(
+        &mut s.client,
+        &id,
+        &["stat", "-c", "%u:%g", "/models/models/weights.bin"],
+    )
+    .await;
+    assert_eq!(out.trim(), "0:0");
+    for path in ["/tools/new", "/models/new"] {
+        let (code, _, _) = exec(&mut s.client, &id, &["touch", path]).await;
+        assert_ne!(code, 0, "{path} is writable");
+    }
 
     // Through the id-mapped mount the host's root owns the volume, as in the pod.
     let (_, out, _) = exec(

@@ -604,3 +604,30 @@ pub fn cgroup_dirs(relative: &str) -> Vec<PathBuf> {
     }
     dirs
 }
+
+/// Pushes a one-layer image holding only `models/weights.bin` ("0123456789") to the
+/// setup's registry and pulls it; returns its reference.
+pub async fn pull_data_image(s: &mut Setup) -> String {
+    let layer = crius_testkit::images::LayerBuilder::new()
+        .dir("models")
+        .file("models/weights.bin", b"0123456789", 0o644)
+        .build(crius_testkit::images::Compression::Gzip);
+    let host = s.fixture.registry.host().to_string();
+    crius_testkit::images::TestImage::oci(vec![layer], "amd64")
+        .push(&host, "artifact", "v1", None)
+        .await
+        .unwrap();
+    let reference = format!("{host}/artifact:v1");
+    s.client
+        .image
+        .pull_image(api::PullImageRequest {
+            image: Some(api::ImageSpec {
+                image: reference.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    reference
+}

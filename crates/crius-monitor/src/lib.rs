@@ -67,16 +67,15 @@ pub mod systemd_cgroup {
 pub mod mounts {
     use std::path::{Path, PathBuf};
 
-    /// Mounts an overlay at `target` whose layers are id-mapped through the user
-    /// namespace pinned at `userns` (see `crius_oci::idmap::mount_overlay_idmapped`).
-    pub fn mount_overlay_idmapped(
+    /// Mounts image layers at `target` id-mapped through the user namespace pinned at
+    /// `userns`, under `upper` when given (see `crius_oci::idmap::mount_layers_idmapped`).
+    pub fn mount_layers_idmapped(
         lowers: &[PathBuf],
-        upper: &Path,
-        work: &Path,
+        upper: Option<(&Path, &Path)>,
         target: &Path,
         userns: &Path,
     ) -> crate::Result<()> {
-        crius_oci::idmap::mount_overlay_idmapped(lowers, upper, work, target, userns)
+        crius_oci::idmap::mount_layers_idmapped(lowers, upper, target, userns)
             .map_err(crate::Error::from)
     }
 }

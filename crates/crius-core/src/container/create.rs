@@ -96,7 +96,8 @@ impl Runtime {
         // writable layer, created without ever following a symlink out of the rootfs.
         super::volumes::create(&rootfs, &super::spec::volumes(config, &image_config))?;
         let mut config = config.clone();
-        let image_volumes = self.mount_image_volumes(&id, &bundle, &mut config, &mut rollback)?;
+        let image_volumes =
+            self.mount_image_volumes(pod, &id, &bundle, &mut config, &mut rollback)?;
         let config = &config;
         let spec = build_spec(&SpecInput {
             config,
@@ -217,10 +218,9 @@ impl Runtime {
         std::os::unix::fs::chown(&upper, Some(root_of(uids)?), Some(root_of(gids)?))
             .map_err(|e| Error::io(format!("chown {}", upper.display()), e))?;
         let lowers: Vec<PathBuf> = mounts.lowers.iter().map(|l| mounts.base.join(l)).collect();
-        crius_monitor::mounts::mount_overlay_idmapped(
+        crius_monitor::mounts::mount_layers_idmapped(
             &lowers,
-            &upper,
-            &mounts.base.join(work),
+            Some((&upper, &mounts.base.join(work))),
             rootfs,
             &self.pod_dir(&pod.id).join("ns").join("user"),
         )?;
@@ -231,6 +231,7 @@ impl Runtime {
     /// points its mount there (at its sub path), undone by `rollback` on failure.
     fn mount_image_volumes(
         &self,
+        pod: &PodRecord,
         id: &str,
         bundle: &Path,
         config: &mut ContainerConfig,
@@ -258,13 +259,28 @@ impl Runtime {
             }
             self.images()
                 .prepare_image_volume(id, index, &volume.image)?;
+            let user_ns = crate::pod::status::stored_mappings(pod).is_some();
+            let mode = crate::runtime::bundle_dir_mode(user_ns);
             let target = bundle.join("volumes").join(index.to_string());
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .recursive(true)
-                .create(&target)
-                .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
-            self.images().mount_image_volume(id, index, &target)?;
+            crate::runtime::create_private_dir(&bundle.join("volumes"), mode)?;
+            crate::runtime::create_private_dir(&target, mode)?;
+            if user_ns {
+                // Id-mapped here, layer by layer (an overlay cannot be id-mapped as a
+                // whole): the bind into the container needs no mapping of its own.
+                let mounts = self.images().image_volume_mounts(id, index)?;
+                let lowers: Vec<PathBuf> =
+                    mounts.lowers.iter().map(|l| mounts.base.join(l)).collect();
+                crius_monitor::mounts::mount_layers_idmapped(
+                    &lowers,
+                    None,
+                    &target,
+                    &self.pod_dir(&pod.id).join("ns").join("user"),
+                )?;
+                mount.uid_mappings.clear();
+                mount.gid_mappings.clear();
+            } else {
+                self.images().mount_image_volume(id, index, &target)?;
+            }
             let images = self.images_handle();
             let undo_target = target.clone();
             rollback.push("unmount image volume", move || {

@@ -96,6 +96,16 @@ impl ImageManager {
             .map(|_| ())
     }
 
+    /// The read-only layers of image volume `index` of `container_id` (no writable dir).
+    pub fn image_volume_mounts(&self, container_id: &str, index: usize) -> Result<Mounts> {
+        let mut mounts = self
+            .snapshotter()
+            .mounts(&format!("{}{index}", volume_prefix(container_id)?))?;
+        mounts.upper = None;
+        mounts.work = None;
+        Ok(mounts)
+    }
+
     /// Mounts image volume `index` of `container_id` read-only at `target`: a read-only
     /// bind of a single layer, a lower-only overlay of several.
     pub fn mount_image_volume(
@@ -104,12 +114,7 @@ impl ImageManager {
         index: usize,
         target: &Path,
     ) -> Result<()> {
-        let mut mounts = self
-            .snapshotter()
-            .mounts(&format!("{}{index}", volume_prefix(container_id)?))?;
-        mounts.upper = None;
-        mounts.work = None;
-        mount_overlay(&mounts, target)
+        mount_overlay(&self.image_volume_mounts(container_id, index)?, target)
     }
 
     /// Removes every image volume snapshot of `container_id` (idempotent) and collects
