@@ -59,7 +59,8 @@ impl Runtime {
         let mut rollback = Rollback::default();
         let bundle = self.pod_dir(&pod.id).join("containers").join(&id);
         let rootfs = bundle.join("rootfs");
-        let user_ns = crate::pod::status::stored_mappings(pod).is_some();
+        let mappings = crate::pod::status::stored_mappings(pod);
+        let user_ns = mappings.is_some();
         crate::runtime::create_private_dir(&bundle, crate::runtime::bundle_dir_mode(user_ns))
             .and_then(|()| {
                 fs::DirBuilder::new()
@@ -81,9 +82,9 @@ impl Runtime {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         });
-        match crate::pod::status::stored_mappings(pod) {
+        match &mappings {
             None => self.images().mount_rootfs(&id, &rootfs)?,
-            Some((uids, gids)) => self.mount_rootfs_idmapped(pod, &id, &rootfs, &uids, &gids)?,
+            Some((uids, gids)) => self.mount_rootfs_idmapped(pod, &id, &rootfs, uids, gids)?,
         }
         let images = self.images_handle();
         let undo_rootfs = rootfs.clone();
@@ -97,7 +98,7 @@ impl Runtime {
         super::volumes::create(&rootfs, &super::spec::volumes(config, &image_config))?;
         let mut config = config.clone();
         let image_volumes =
-            self.mount_image_volumes(pod, &id, &bundle, &mut config, &mut rollback)?;
+            self.mount_image_volumes(pod, user_ns, &id, &bundle, &mut config, &mut rollback)?;
         let config = &config;
         let spec = build_spec(&SpecInput {
             config,
@@ -228,10 +229,12 @@ impl Runtime {
     }
 
     /// Mounts each image volume of `config` read-only under `bundle/volumes/<n>` and
-    /// points its mount there (at its sub path), undone by `rollback` on failure.
+    /// points its mount there (at its sub path), undone by `rollback` on failure. In a pod
+    /// with a user namespace (`user_ns`) the volume's layers are id-mapped through it.
     fn mount_image_volumes(
         &self,
         pod: &PodRecord,
+        user_ns: bool,
         id: &str,
         bundle: &Path,
         config: &mut ContainerConfig,
@@ -259,7 +262,6 @@ impl Runtime {
             }
             self.images()
                 .prepare_image_volume(id, index, &volume.image)?;
-            let user_ns = crate::pod::status::stored_mappings(pod).is_some();
             let mode = crate::runtime::bundle_dir_mode(user_ns);
             let target = bundle.join("volumes").join(index.to_string());
             crate::runtime::create_private_dir(&bundle.join("volumes"), mode)?;

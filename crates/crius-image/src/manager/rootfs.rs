@@ -39,12 +39,18 @@ impl ImageManager {
     /// Creates the writable rootfs of `container_id` from `image` (id, tag or digest).
     /// `AlreadyExists` when the container has one.
     pub fn prepare_rootfs(&self, container_id: &str, image: &str) -> Result<Mounts> {
+        let parent = self.top_layer(image)?;
+        self.snapshotter()
+            .prepare(&key(container_id)?, parent.as_deref())
+    }
+
+    /// The chain id of `image`'s top layer (`None` for an image without layers);
+    /// `ImageNotFound` when the image is not present.
+    fn top_layer(&self, image: &str) -> Result<Option<String>> {
         let img = self
             .status(image)?
             .ok_or_else(|| Error::ImageNotFound(image.to_string()))?;
-        let parent = img.chain_ids.last().map(ToString::to_string);
-        self.snapshotter()
-            .prepare(&key(container_id)?, parent.as_deref())
+        Ok(img.chain_ids.last().map(ToString::to_string))
     }
 
     /// The mounts of `container_id`'s rootfs.
@@ -79,19 +85,15 @@ impl ImageManager {
         index: usize,
         image: &str,
     ) -> Result<()> {
-        let img = self
-            .status(image)?
-            .ok_or_else(|| Error::ImageNotFound(image.to_string()))?;
-        if img.chain_ids.is_empty() {
-            return Err(Error::InvalidConfig(format!(
+        let parent = self.top_layer(image)?.ok_or_else(|| {
+            Error::InvalidConfig(format!(
                 "image {image} has no layers: there is nothing to mount"
-            )));
-        }
-        let parent = img.chain_ids.last().map(ToString::to_string);
+            ))
+        })?;
         self.snapshotter()
             .prepare(
                 &format!("{}{index}", volume_prefix(container_id)?),
-                parent.as_deref(),
+                Some(&parent),
             )
             .map(|_| ())
     }
