@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use oci_spec::runtime::LinuxResources;
 
@@ -38,7 +39,21 @@ pub(crate) fn host_hierarchies_with_systemd() -> Result<BTreeMap<String, PathBuf
     hierarchies(true)
 }
 
+/// Read once per process: the hierarchies are mounted at boot and never move under a
+/// running daemon, while mountinfo grows with every container's mounts (read per stats
+/// call, it made ListContainerStats cost containers × mounts).
 fn hierarchies(with_systemd: bool) -> Result<BTreeMap<String, PathBuf>> {
+    static PLAIN: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
+    static WITH_SYSTEMD: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
+    let cache = if with_systemd { &WITH_SYSTEMD } else { &PLAIN };
+    if let Some(known) = cache.get() {
+        return Ok(known.clone());
+    }
+    let read = read_hierarchies(with_systemd)?;
+    Ok(cache.get_or_init(|| read).clone())
+}
+
+fn read_hierarchies(with_systemd: bool) -> Result<BTreeMap<String, PathBuf>> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| Error::io("/proc/self/mountinfo", e))?;
     let mut out = BTreeMap::new();
