@@ -113,6 +113,10 @@ pub struct Runtime {
     events: crate::events::EventBus,
     /// CPU samples and writable layer sizes kept between stats calls.
     stats: crate::container::stats::StatsCache,
+    /// Every container record as decoded at a store generation (see
+    /// [`Runtime::container_records`]).
+    pub(crate) decoded_containers:
+        std::sync::Mutex<Option<(u64, Arc<Vec<crius_store::ContainerRecord>>)>>,
 }
 
 impl Runtime {
@@ -163,6 +167,7 @@ impl Runtime {
             container_creates: Inflight::default(),
             events: crate::events::EventBus::default(),
             stats: crate::container::stats::StatsCache::default(),
+            decoded_containers: std::sync::Mutex::new(None),
         })
     }
 

@@ -5,6 +5,7 @@ use std::io::ErrorKind as IoErrorKind;
 use std::marker::PhantomData;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase};
@@ -54,6 +55,8 @@ const TABLES: &[&str] = &[
 pub struct Store {
     db: Arc<Database>,
     path: Arc<Path>,
+    /// Bumped after every committed write transaction (see [`Store::generation`]).
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -85,17 +88,31 @@ impl Store {
             },
             other => db_err(path, "open".to_owned())(other),
         })?;
-        let store = Store {
-            db: Arc::new(db),
-            path: Arc::from(path),
-        };
+        let store = Store::on(db, path);
         store.init_schema()?;
         Ok(store)
+    }
+
+    /// A handle on the open database `db` whose file is `path`.
+    fn on(db: Database, path: &Path) -> Store {
+        Store {
+            db: Arc::new(db),
+            path: Arc::from(path),
+            generation: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many write transactions this handle (or a clone) committed since the store
+    /// was opened. A reader may keep what it decoded while the generation it read
+    /// *before* opening its read transaction is still current: every commit counted in
+    /// it is visible to that transaction, and any later one changes the number.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Starts a read transaction: a consistent snapshot of the last commit.
@@ -120,6 +137,7 @@ impl Store {
         Ok(WriteTxn {
             txn,
             path: self.path.clone(),
+            generation: self.generation.clone(),
         })
     }
 
@@ -292,11 +310,7 @@ fn create_atomically(path: &Path) -> Result<()> {
         .map_err(create_err(&tmp))?;
     let result = (|| {
         let db = Database::create(&tmp).map_err(db_err(&tmp, "create".to_owned()))?;
-        Store {
-            db: Arc::new(db),
-            path: Arc::from(tmp.as_path()),
-        }
-        .init_schema()?;
+        Store::on(db, &tmp).init_schema()?;
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(create_err(&tmp))?;
@@ -372,6 +386,7 @@ pub struct ReadTxn {
 pub struct WriteTxn {
     txn: redb::WriteTransaction,
     path: Arc<Path>,
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ReadTxn {
@@ -455,7 +470,9 @@ impl WriteTxn {
     pub fn commit(self) -> Result<()> {
         self.txn
             .commit()
-            .map_err(db_err(&self.path, "commit".to_owned()))
+            .map_err(db_err(&self.path, "commit".to_owned()))?;
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
     }
 
     /// Discards every change; the same as dropping the transaction.
@@ -550,6 +567,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("state/meta.redb")).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn the_generation_counts_commits_only() {
+        let (_dir, store) = temp_store();
+        let clone = store.clone();
+        let start = store.generation();
+        let txn = store.write().unwrap();
+        txn.pods().insert(&pod("p1", "one")).unwrap();
+        drop(txn);
+        store.write().unwrap().abort().unwrap();
+        assert_eq!(store.generation(), start, "a discarded transaction counted");
+        let txn = clone.write().unwrap();
+        txn.pods().insert(&pod("p1", "one")).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(
+            store.generation(),
+            start + 1,
+            "a clone's commit is not seen"
+        );
     }
 
     fn pod(id: &str, name: &str) -> PodRecord {
@@ -1113,10 +1150,7 @@ mod tests {
         write_v1_store(&path);
         {
             let db = Database::create(&path).unwrap();
-            let store = Store {
-                db: Arc::new(db),
-                path: Arc::from(path.as_path()),
-            };
+            let store = Store::on(db, &path);
             let txn = store.write().unwrap();
             txn.txn.open_table(def(CONTAINER_SPECS)).unwrap();
             assert_eq!(migrate(&txn, 1).unwrap(), 2);

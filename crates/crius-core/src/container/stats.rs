@@ -353,11 +353,7 @@ impl Runtime {
     /// The containers matching `filter`, oldest first, with the spec summary stats read
     /// (the memory limit).
     fn stats_targets(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
-        let mut list: Vec<ContainerStatus> = self
-            .matching_containers(filter)?
-            .iter()
-            .map(super::status::status)
-            .collect();
+        let mut list = self.matching_containers(filter, super::status::status)?;
         list.sort_by_key(|c| c.created_at_ns);
         Ok(list)
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use crius_monitor::protocol::{ContainerState as MonitorState, ContainerStatus as MonitorStatus};
 use crius_monitor::MonitorClient;
@@ -79,11 +80,7 @@ impl Runtime {
     /// every status call keep current; no monitor is asked and no OCI spec is read, so
     /// listing stays cheap.
     pub fn list_containers(&self, filter: &ContainerFilter) -> Result<Vec<ContainerStatus>> {
-        let mut list: Vec<ContainerStatus> = self
-            .matching_containers(filter)?
-            .iter()
-            .map(summary)
-            .collect();
+        let mut list = self.matching_containers(filter, summary)?;
         list.sort_by_key(|c| c.created_at_ns);
         Ok(list)
     }
@@ -96,14 +93,15 @@ impl Runtime {
         Ok(spec.unwrap_or(serde_json::Value::Null))
     }
 
-    /// The records matching `filter`, every field checked on the record before anything
-    /// is copied out of it.
-    pub(crate) fn matching_containers(
+    /// `view` of each record matching `filter`, every field checked on the record before
+    /// anything is copied out of it.
+    pub(crate) fn matching_containers<T>(
         &self,
         filter: &ContainerFilter,
-    ) -> Result<Vec<ContainerRecord>> {
-        let mut records = self.store().read()?.containers().list()?;
-        records.retain(|c| {
+        view: impl Fn(&ContainerRecord) -> T,
+    ) -> Result<Vec<T>> {
+        let records = self.container_records()?;
+        let matches = |c: &&ContainerRecord| {
             filter
                 .id
                 .as_ref()
@@ -117,7 +115,29 @@ impl Runtime {
                     .labels
                     .iter()
                     .all(|(k, v)| c.labels.get(k) == Some(v))
-        });
+        };
+        Ok(records.iter().filter(matches).map(view).collect())
+    }
+
+    /// Every container record, decoded once per store generation: lists are frequent
+    /// (kubelet relists every second) and records change only on a write, so a list
+    /// between writes costs no decoding.
+    pub(crate) fn container_records(&self) -> Result<Arc<Vec<ContainerRecord>>> {
+        // Read before the transaction opens: every commit it counts is visible to the
+        // transaction, so the records are never older than the generation they are
+        // kept under (at worst newer, and then the next call decodes again).
+        let generation = self.store().generation();
+        let mut cache = self
+            .decoded_containers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, records)) = cache.as_ref() {
+            if *at == generation {
+                return Ok(records.clone());
+            }
+        }
+        let records = Arc::new(self.store().read()?.containers().list()?);
+        *cache = Some((generation, records.clone()));
         Ok(records)
     }
 
