@@ -5,8 +5,7 @@
 //!
 //! - `builtin`: crius's own runtime, create + start + wait + delete;
 //! - `runc`, `crun`: the CLI through [`BinaryRuntime`], as crius drives a RuntimeClass
-//!   handler: `create`, `start`, wait, `delete` (plus the `state` calls `start` and
-//!   `delete` make first);
+//!   handler: `create`, `start`, wait, `delete` (three CLI processes);
 //! - `runc-run`, `crun-run`: the CLI's own one-shot `<cli> --root R run --bundle B <id>`,
 //!   which creates, starts, waits for and deletes the container in one call (no `--keep`);
 //!   the bundle's `config.json` is written once, from the same spec.

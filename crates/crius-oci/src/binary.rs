@@ -103,22 +103,35 @@ impl BinaryRuntime {
         .trim()
         .to_string();
         let lower = message.to_lowercase();
-        // runc says "does not exist"; crun only fails to open `<root>/<id>/status`. Both
-        // (and youki) keep a container's state in `<root>/<id>/`, which settles it.
-        let missing = lower.contains("does not exist")
-            || lower.contains("not found")
-            || !self.root.join(id).is_dir();
+        // runc says "container does not exist"; crun only fails to open
+        // `<root>/<id>/status`. Both (and youki) keep a container's state in
+        // `<root>/<id>/`, which settles it. (A looser "not found" would also match a
+        // process's "executable file not found".)
+        let missing = lower.contains("container does not exist") || !self.root.join(id).is_dir();
         if missing && op != "create" && op != "exec" {
             return Err(Error::NotFound(id.to_string()));
         }
         if lower.contains("already exists") {
             return Err(Error::AlreadyExists(id.to_string()));
         }
+        if let Some(state) = refused_state(op, &lower) {
+            return Err(Error::WrongState {
+                id: id.into(),
+                op,
+                state: format!("{state} ({}: {message})", self.name),
+            });
+        }
         Err(Error::Binary {
             runtime: self.binary.display().to_string(),
             op,
             message,
         })
+    }
+
+    /// Whether the CLI keeps state for container `id` (see `run`): a stat instead of a
+    /// `state` call.
+    fn known(&self, id: &str) -> bool {
+        self.root.join(id).is_dir()
     }
 
     fn read_pid(path: &Path) -> Result<Pid> {
@@ -153,6 +166,34 @@ impl BinaryRuntime {
         let _ = std::fs::remove_file(&path);
         let l = UnixListener::bind(&path).map_err(|e| Error::io(&path, e))?;
         Ok(Some((l, path)))
+    }
+}
+
+/// The state a CLI's refusal of `op` names (`lower`: its message, lowercased), when the
+/// refusal is about the container's state rather than a failure. `start` and `delete` rely
+/// on this instead of asking `state` first (one CLI run less each):
+/// - runc 1.1 start: "cannot start an already running container", "cannot start a
+///   container that has stopped", "cannot start a container in the paused state";
+/// - crun 1.8 start: "container `<id>` is not running" (the init is gone), or it cannot
+///   open `<root>/<id>/exec.fifo`, which it removes when the container starts;
+/// - runc delete: "cannot delete container <id> that is not stopped: running";
+/// - crun delete: "the container `<id>` is not in `created` or `stopped` state".
+fn refused_state(op: &str, lower: &str) -> Option<&'static str> {
+    match op {
+        "start"
+            if lower.contains("cannot start a")
+                || lower.contains("is not running")
+                || lower.contains("exec.fifo") =>
+        {
+            Some("not created")
+        }
+        "delete"
+            if lower.contains("that is not stopped")
+                || lower.contains("is not in `created` or `stopped` state") =>
+        {
+            Some("running")
+        }
+        _ => None,
     }
 }
 
@@ -261,13 +302,8 @@ impl OciRuntime for BinaryRuntime {
     }
 
     fn start(&mut self, id: &str) -> Result<()> {
-        if self.state(id)?.status != Status::Created {
-            return Err(Error::WrongState {
-                id: id.into(),
-                op: "start",
-                state: "started".into(),
-            });
-        }
+        // No `state` call first: the CLI refuses a container that is not created, and
+        // `run` maps that refusal to WrongState (an unknown id to NotFound).
         let mut cmd = self.command(id, &self.log_path(id, "start"));
         cmd.arg("start").arg(id);
         self.run("start", id, cmd).map(drop)
@@ -308,13 +344,11 @@ impl OciRuntime for BinaryRuntime {
     }
 
     fn delete(&mut self, id: &str, force: bool) -> Result<()> {
-        let state = self.state(id)?;
-        if state.status == Status::Running && !force {
-            return Err(Error::WrongState {
-                id: id.into(),
-                op: "delete",
-                state: "running".into(),
-            });
+        // No `state` call first: without `--force` the CLI refuses a running container
+        // itself (mapped to WrongState in `run`). With it, runc and crun answer success
+        // for an unknown id, which the contract calls NotFound: a stat settles that.
+        if force && !self.known(id) {
+            return Err(Error::NotFound(id.to_string()));
         }
         let mut cmd = self.command(id, &self.log_path(id, "delete"));
         cmd.arg("delete");
@@ -422,5 +456,51 @@ fn stats_from_events(v: &serde_json::Value) -> CgroupStats {
         memory_working_set: usage.saturating_sub(inactive),
         pids: n("/data/pids/current"),
         oom_kills: n("/data/memory/raw/oom_kill"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_refusals_of_runc_and_crun_are_recognised() {
+        for (op, message) in [
+            ("start", "cannot start an already running container"),
+            ("start", "cannot start a container that has stopped"),
+            ("start", "cannot start a container in the paused state"),
+            ("start", "container `c1` is not running"),
+            (
+                "start",
+                "cannot open `/run/crun/c1/exec.fifo`: No such file or directory",
+            ),
+            (
+                "delete",
+                "cannot delete container c1 that is not stopped: running",
+            ),
+            (
+                "delete",
+                "the container `c1` is not in `created` or `stopped` state",
+            ),
+        ] {
+            assert!(
+                refused_state(op, &message.to_lowercase()).is_some(),
+                "{op}: {message}"
+            );
+        }
+        for (op, message) in [
+            (
+                "start",
+                "exec: \"nope\": executable file not found in $PATH",
+            ),
+            ("delete", "unable to remove cgroup: device or resource busy"),
+            ("kill", "container `c1` is not running"),
+        ] {
+            assert_eq!(
+                refused_state(op, &message.to_lowercase()),
+                None,
+                "{op}: {message}"
+            );
+        }
     }
 }

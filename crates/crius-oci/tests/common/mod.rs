@@ -258,12 +258,21 @@ pub fn lifecycle_suite(rt: &mut dyn OciRuntime, tag: &str) {
     rt.kill(&ctr, crius_oci::Signal::SIGKILL).unwrap();
     assert_eq!(init.wait().unwrap(), ExitStatus::Signaled(9));
     assert_eq!(rt.state(&ctr).unwrap().status, Status::Stopped);
+    let again = rt.start(&ctr).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::FailedPrecondition, "{again}");
     rt.delete(&ctr, false).unwrap();
     assert_eq!(rt.state(&ctr).unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(
         rt.start("never-created").unwrap_err().kind(),
         ErrorKind::NotFound
     );
+    for force in [false, true] {
+        assert_eq!(
+            rt.delete("never-created", force).unwrap_err().kind(),
+            ErrorKind::NotFound,
+            "force {force}"
+        );
+    }
 }
 
 /// A terminal process sees its own pty (from the container's devpts) and the caller
