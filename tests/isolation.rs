@@ -385,6 +385,40 @@ async fn the_systemd_driver_runs_containers_in_scopes_systemd_creates() {
         "{memory:?}"
     );
 
+    // A live update reaches systemd too (a daemon-reload would otherwise bring back the
+    // creation's limits), and the files.
+    s.client
+        .runtime
+        .update_container_resources(api::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(api::LinuxContainerResources {
+                memory_limit_in_bytes: 48 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let property = if v2 { "MemoryMax" } else { "MemoryLimit" };
+    assert_eq!(
+        manager.unit_property(&unit, property),
+        (48u64 << 20).to_string()
+    );
+    let memory = if v2 {
+        std::path::Path::new("/sys/fs/cgroup")
+            .join(scope.trim_start_matches('/'))
+            .join("memory.max")
+    } else {
+        std::path::Path::new("/sys/fs/cgroup/memory")
+            .join(scope.trim_start_matches('/'))
+            .join("memory.limit_in_bytes")
+    };
+    assert_eq!(
+        std::fs::read_to_string(&memory).unwrap().trim(),
+        (48u64 << 20).to_string()
+    );
+
     // a cgroupfs path, or a name that is no slice, is refused before anything is made
     for bad in [
         "/kubepods/burstable/pod1",

@@ -432,8 +432,21 @@ impl OciRuntime for BuiltinRuntime {
         Ok(Process::new(spawned.pid.as_raw(), spawned.pidfd, pty))
     }
 
+    /// For a container in a systemd scope the new limits go to systemd first (as unit
+    /// properties, runtime only): a `daemon-reload` re-applies a unit's properties to its
+    /// cgroup and would otherwise bring back the limits set at creation. The files are
+    /// written after either way, with the exact figures.
     fn update(&mut self, id: &str, resources: &LinuxResources) -> Result<()> {
-        self.cgroup_of(id, "update")?.apply(resources)
+        let cgroup = self.cgroup_of(id, "update")?;
+        if let Some(scope) = &self.record(id)?.scope {
+            let properties = systemd::resource_properties(resources, crate::cgroup::unified_host());
+            if !properties.is_empty() {
+                self.systemd()?
+                    .set_unit_properties(&scope.unit, properties)?;
+                tracing::debug!(container_id = %id, unit = %scope.unit, "scope limits updated");
+            }
+        }
+        cgroup.apply(resources)
     }
 
     fn stats(&mut self, id: &str) -> Result<CgroupStats> {

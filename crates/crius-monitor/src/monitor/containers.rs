@@ -401,7 +401,12 @@ impl Monitor {
     }
 
     pub(crate) fn update_resources(&mut self, id: &str, resources: &LinuxResources) -> Result<()> {
-        self.cgroup(id)?.apply(resources)?;
+        match self.container(id)?.runtime {
+            // The built-in runtime knows the systemd scope behind a container's cgroup
+            // and gives systemd the new limits too, so a daemon-reload keeps them.
+            RuntimeChoice::Builtin => self.builtin.update(id, resources)?,
+            RuntimeChoice::Binary { .. } => self.cgroup(id)?.apply(resources)?,
+        }
         Ok(())
     }
 

@@ -172,17 +172,21 @@ impl ScopePath {
     }
 }
 
+/// systemd's "infinity" for limits and durations (`CGROUP_LIMIT_MAX`, `USEC_INFINITY`).
+const INFINITY: u64 = u64::MAX;
+
 /// The spec's resources systemd should know as unit properties, so that a
 /// `daemon-reload` re-applies the container's limits rather than resetting them. The rest
 /// is written to the cgroup files only (as runc's systemd driver does, the files are
-/// written either way).
+/// written either way). A limit the spec lifts (a negative memory limit or CPU quota, a
+/// pids limit of 0 or less, which the cgroup files get as `max`) is `infinity`, so an
+/// update that lifts a limit reaches the unit too.
 pub fn resource_properties(r: &LinuxResources, unified: bool) -> Vec<Value> {
     let mut props = Vec::new();
     if let Some(limit) = r.memory().as_ref().and_then(|m| m.limit()) {
-        if let Ok(limit) = u64::try_from(limit) {
-            let name = if unified { "MemoryMax" } else { "MemoryLimit" };
-            props.push(Value::property(name, Value::Uint64(limit)));
-        }
+        let name = if unified { "MemoryMax" } else { "MemoryLimit" };
+        let limit = u64::try_from(limit).unwrap_or(INFINITY);
+        props.push(Value::property(name, Value::Uint64(limit)));
     }
     if let Some(cpu) = r.cpu() {
         if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
@@ -195,12 +199,17 @@ pub fn resource_properties(r: &LinuxResources, unified: bool) -> Vec<Value> {
                 Value::property("CPUShares", Value::Uint64(shares))
             });
         }
-        if let Some(quota) = cpu.quota().and_then(|q| u64::try_from(q).ok()) {
-            let period = cpu.period().filter(|p| *p > 0).unwrap_or(100_000);
-            // systemd keeps the quota per second at 1% (10 ms) granularity: round up so
-            // the unit never allows less than the spec (the cgroup file gets the exact
-            // figure right after).
-            let per_sec = (quota * 1_000_000 / period).div_ceil(10_000) * 10_000;
+        if let Some(quota) = cpu.quota().filter(|q| *q != 0) {
+            let per_sec = match u64::try_from(quota) {
+                Ok(quota) => {
+                    let period = cpu.period().filter(|p| *p > 0).unwrap_or(100_000);
+                    // systemd keeps the quota per second at 1% (10 ms) granularity: round
+                    // up so the unit never allows less than the spec (the cgroup file gets
+                    // the exact figure right after).
+                    (quota.saturating_mul(1_000_000) / period).div_ceil(10_000) * 10_000
+                }
+                Err(_) => INFINITY,
+            };
             props.push(Value::property(
                 "CPUQuotaPerSecUSec",
                 Value::Uint64(per_sec),
@@ -208,11 +217,11 @@ pub fn resource_properties(r: &LinuxResources, unified: bool) -> Vec<Value> {
         }
     }
     if let Some(limit) = r.pids().as_ref().map(|p| p.limit()) {
-        if let Ok(limit) = u64::try_from(limit) {
-            if limit > 0 {
-                props.push(Value::property("TasksMax", Value::Uint64(limit)));
-            }
-        }
+        let limit = u64::try_from(limit)
+            .ok()
+            .filter(|l| *l > 0)
+            .unwrap_or(INFINITY);
+        props.push(Value::property("TasksMax", Value::Uint64(limit)));
     }
     props
 }
@@ -372,6 +381,23 @@ impl Systemd {
         }
     }
 
+    /// Changes properties of loaded unit `unit` at runtime (`SetUnitProperties` with
+    /// `runtime` true: kept until the unit is gone, not written to /etc), as live
+    /// updates of a container's limits need so that a `daemon-reload` keeps them.
+    pub fn set_unit_properties(&mut self, unit: &str, properties: Vec<Value>) -> Result<()> {
+        self.call(
+            MANAGER_PATH,
+            MANAGER,
+            "SetUnitProperties",
+            &[
+                Value::Str(unit.into()),
+                Value::Bool(true),
+                Value::Array("(sv)".into(), properties),
+            ],
+        )
+        .map(drop)
+    }
+
     /// Stops `unit` and waits until systemd has unloaded it; a unit that is already gone
     /// is success. A failed unit's record is reset so that it is unloaded too.
     pub fn stop_scope(&mut self, unit: &str) -> Result<()> {
@@ -518,5 +544,20 @@ mod tests {
         assert_eq!(v2[0], ("MemoryMax".into(), Value::Uint64(64 << 20)));
         assert_eq!(v2[1], ("CPUWeight".into(), Value::Uint64(39)));
         assert!(resource_properties(&LinuxResources::default(), true).is_empty());
+        // Lifted limits are infinity in the unit, as `max` in the files.
+        let lifted: LinuxResources = serde_json::from_value(serde_json::json!({
+            "memory": {"limit": -1},
+            "cpu": {"quota": -1},
+            "pids": {"limit": 0}
+        }))
+        .unwrap();
+        assert_eq!(
+            names(&resource_properties(&lifted, true)),
+            vec![
+                ("MemoryMax".into(), Value::Uint64(u64::MAX)),
+                ("CPUQuotaPerSecUSec".into(), Value::Uint64(u64::MAX)),
+                ("TasksMax".into(), Value::Uint64(u64::MAX)),
+            ]
+        );
     }
 }
