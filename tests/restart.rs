@@ -174,6 +174,50 @@ fn monitor_pid(layout: &common::Layout, pod: &str) -> i32 {
         .pid()
 }
 
+/// Kills the monitor serving `pod` with SIGKILL and waits until it is gone.
+async fn kill_monitor(layout: &common::Layout, pod: &str) {
+    let monitor = monitor_pid(layout, pod);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(u32::try_from(monitor).unwrap()) {
+        assert!(Instant::now() < deadline, "monitor {monitor} did not die");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the pod's watcher noticed its monitor is gone on its own: ListContainers
+/// (what kubelet relists) stops reporting the pod's containers as running without any
+/// status call.
+async fn wait_none_running(s: &mut common::Setup, pod: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let running = s
+            .client
+            .runtime
+            .list_containers(api::ListContainersRequest {
+                filter: Some(api::ContainerFilter {
+                    pod_sandbox_id: pod.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .iter()
+            .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
+            .count();
+        if running == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ListContainers still reports {running} running after the monitor died"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_killed_monitor_leaves_its_containers_exited_and_gone() {
     let Some(mut s) = setup("restart-monitor").await else {
@@ -191,43 +235,8 @@ async fn a_killed_monitor_leaves_its_containers_exited_and_gone() {
         assert!(!cgroup_pids(&cgroup).is_empty(), "no process in {cgroup}");
         cgroups.push(cgroup);
     }
-    let monitor = monitor_pid(&s.layout, &pod);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), Signal::SIGKILL).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(u32::try_from(monitor).unwrap()) {
-        assert!(Instant::now() < deadline, "monitor {monitor} did not die");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    // The pod's watcher notices on its own: ListContainers (what kubelet relists) stops
-    // reporting the containers as running without any status call.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let running = s
-            .client
-            .runtime
-            .list_containers(api::ListContainersRequest {
-                filter: Some(api::ContainerFilter {
-                    pod_sandbox_id: pod.clone(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .containers
-            .iter()
-            .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
-            .count();
-        if running == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ListContainers still reports {running} running after the monitor died"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kill_monitor(&s.layout, &pod).await;
+    wait_none_running(&mut s, &pod).await;
 
     for id in &ids {
         let st = status(&mut s, id).await;
@@ -264,6 +273,97 @@ async fn a_killed_monitor_leaves_its_containers_exited_and_gone() {
             "{cgroup} left behind"
         );
     }
+}
+
+#[tokio::test]
+async fn a_killed_monitor_leaves_no_systemd_scope_behind() {
+    let test = "a_killed_monitor_leaves_no_systemd_scope_behind";
+    if !crius_testkit::require_root(test) {
+        return;
+    }
+    // A real systemd (a user manager of the test's own: this host's init is not systemd).
+    let Some(manager) = crius_testkit::systemd::SystemdUserManager::start(test) else {
+        return;
+    };
+    let bus = manager.socket();
+    let Some(mut s) = common::setup_with("restart-sd", |l| {
+        // Top-level keys: before the layout's [network] table.
+        let base = std::fs::read_to_string(l.config()).unwrap();
+        let driver = format!(
+            "cgroup_driver = \"systemd\"\nsystemd_bus = \"{}\"\n",
+            bus.display()
+        );
+        std::fs::write(l.config(), format!("{driver}{base}")).unwrap();
+    })
+    .await
+    else {
+        return;
+    };
+    // A top slice of its own, so concurrent tests and a real kubelet are never touched.
+    let top = format!("criusrestart{}", std::process::id());
+    let slice = format!("{top}-pod.slice");
+    let mut sandbox = common::pod_config(&s.layout, "lost-sd");
+    sandbox.linux = Some(api::LinuxPodSandboxConfig {
+        cgroup_parent: slice.clone(),
+        ..Default::default()
+    });
+    let pod = common::run_pod_with(&mut s.client, &sandbox).await;
+    let cfg = container_config(&s.image, "sd", &["/bin/sleep", "1000"]);
+    let id = run_container(&mut s, &pod, &sandbox, cfg).await;
+    let unit = format!("crius-{id}.scope");
+    let scope = format!("{}/{top}.slice/{slice}/{unit}", manager.root());
+    assert_eq!(manager.unit_property(&unit, "ActiveState"), "active");
+    let pids = cgroup_pids(&scope);
+    assert_eq!(pids.len(), 1, "the container's sleep alone: {pids:?}");
+    // The scope is delegated, so its container may make cgroups of its own inside it;
+    // move the sleep into one, in every hierarchy. crius's own kill of a lost container
+    // reads the scope's directories only, so here only systemd stopping the scope (it
+    // kills the whole tree) ends the container: a scope left to systemd would keep it
+    // running, and loaded.
+    let sleep = pids[0];
+    for dir in common::cgroup_dirs(&scope) {
+        let nested = dir.join("nested");
+        std::fs::create_dir(&nested).unwrap();
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            // A v1 cpuset cgroup starts with no cpus and mems: no task could join it.
+            if nested.join(file).exists() {
+                let parent = std::fs::read_to_string(dir.join(file)).unwrap();
+                std::fs::write(nested.join(file), parent.trim()).unwrap();
+            }
+        }
+        std::fs::write(nested.join("cgroup.procs"), sleep.to_string()).unwrap();
+    }
+    assert!(cgroup_pids(&scope).is_empty(), "the sleep is nested now");
+
+    kill_monitor(&s.layout, &pod).await;
+    wait_none_running(&mut s, &pod).await;
+    // The container was recorded exited after its scope was stopped: systemd killed the
+    // nested process and unloaded the unit.
+    let st = status(&mut s, &id).await;
+    assert_eq!(
+        st.state,
+        api::ContainerState::ContainerExited as i32,
+        "{st:?}"
+    );
+    assert_eq!(manager.unit_property(&unit, "LoadState"), "not-found");
+    let u32_pid = u32::try_from(sleep).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(u32_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the lost container's process {sleep} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    stop_pod(&mut s.client, &pod).await;
+    remove_pod(&mut s.client, &pod).await;
+    assert_eq!(pod_dirs(&s.layout), Vec::<String>::new());
+    assert!(
+        common::cgroup_dirs(&scope).is_empty(),
+        "{scope} left behind: {:?}",
+        common::cgroup_dirs(&scope)
+    );
 }
 
 /// One pod's whole life: run, create, start, stop, remove; returns its id.

@@ -104,9 +104,13 @@ impl CgroupDriver {
 /// have no runtime handle; the value is a fact of the host for the daemon's life.
 static SYSTEMD_ROOT: RwLock<Option<String>> = RwLock::new(None);
 
+/// The systemd manager's socket, recorded with [`SYSTEMD_ROOT`] (and process-wide for
+/// the same reason): [`stop_scope`] reaches the manager from status folding.
+static SYSTEMD_BUS: RwLock<Option<PathBuf>> = RwLock::new(None);
+
 /// Connects to the systemd manager on `bus` (its default socket when `None`) and records
-/// its root cgroup for [`cgroup_dir`]. An unreachable manager is Unavailable, naming the
-/// socket.
+/// its root cgroup for [`cgroup_dir`] and its socket for [`stop_scope`]. An unreachable
+/// manager is Unavailable, naming the socket.
 pub(crate) fn connect_systemd(bus: Option<&Path>) -> Result<PathBuf, Error> {
     let bus = bus.map_or_else(systemd_cgroup::default_bus, Path::to_path_buf);
     let root = Systemd::connect(&bus)
@@ -121,7 +125,41 @@ pub(crate) fn connect_systemd(bus: Option<&Path>) -> Result<PathBuf, Error> {
         })?;
     tracing::info!(bus = %bus.display(), manager_root = %root, "systemd manager reached");
     *SYSTEMD_ROOT.write().unwrap_or_else(|p| p.into_inner()) = Some(root);
+    *SYSTEMD_BUS.write().unwrap_or_else(|p| p.into_inner()) = Some(bus.clone());
     Ok(bus)
+}
+
+/// Stops the systemd scope of container `id`, whose `linux.cgroupsPath` is
+/// `cgroups_path`, and waits until systemd unloaded it (a failed scope's record is reset
+/// too); a path not in the systemd form has no scope. For containers whose monitor is
+/// gone, which no runtime deletes: crius's own kill reads the scope's directories only,
+/// so processes in cgroups the container made inside its delegated scope survive it, and
+/// systemd, seeing the scope not empty, would keep it and them running. systemd kills
+/// the whole tree (see `Systemd::stop_scope`). Best effort: a failure is logged and the
+/// caller goes on cleaning up what it can.
+pub(crate) fn stop_scope(id: &str, cgroups_path: &str) {
+    if !systemd_cgroup::is_systemd_path(Path::new(cgroups_path)) {
+        return;
+    }
+    let Ok(scope) = ScopePath::parse(Path::new(cgroups_path)) else {
+        return;
+    };
+    let bus = SYSTEMD_BUS
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let Some(bus) = bus else {
+        tracing::warn!(container_id = id, unit = %scope.unit, "no systemd manager to stop the scope of a lost container (the daemon does not run the systemd driver)");
+        return;
+    };
+    match Systemd::connect(&bus).and_then(|mut m| m.stop_scope(&scope.unit)) {
+        Ok(()) => {
+            tracing::debug!(container_id = id, unit = %scope.unit, "scope of a lost container stopped")
+        }
+        Err(e) => {
+            tracing::warn!(container_id = id, unit = %scope.unit, error = %e, "cannot stop the systemd scope of a lost container")
+        }
+    }
 }
 
 /// The directory (relative to each hierarchy's root) of a container whose

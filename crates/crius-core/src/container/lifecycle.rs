@@ -8,7 +8,7 @@ use std::time::Duration;
 use crius_monitor::MonitorClient;
 use crius_store::{ContainerRecord, ContainerState, PodRecord};
 
-use super::status::{apply, cgroups_path, observe, remove_cgroup, CGROUP_ROOT};
+use super::status::{apply, cgroup_dirs, cgroups_path, observe, remove_cgroup, CGROUP_ROOT};
 use crate::error::{Error, Result};
 use crate::pod::remove::MONITOR_TIMEOUT;
 use crate::runtime::Runtime;
@@ -106,8 +106,12 @@ impl Runtime {
             monitor.remove(&record.id)?;
         }
         if let Some(cgroup) = cgroups_path(record) {
-            // Left behind when the monitor died before it could remove it.
-            remove_cgroup(Path::new(CGROUP_ROOT), &cgroup);
+            // Left behind when the monitor died before it could remove it: the scope
+            // too, unless stopped when the container was found lost.
+            if !cgroup_dirs(Path::new(CGROUP_ROOT), &cgroup).is_empty() {
+                crate::cgroup::stop_scope(&record.id, &record.spec_summary.cgroups_path);
+                remove_cgroup(Path::new(CGROUP_ROOT), &cgroup);
+            }
         }
         self.release_bundle(&pod_dir.join("containers").join(&record.id), &record.id)?;
         let txn = self.store().write()?;

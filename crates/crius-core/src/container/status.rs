@@ -254,13 +254,15 @@ fn merge(record: &mut ContainerRecord, s: &MonitorStatus) {
 /// Records a container whose monitor is gone as exited. Its processes do not die with
 /// the monitor (the container init is not the monitor's to take down: a parent-death
 /// signal is cleared by the setuid into the container's user), so every process left in
-/// its cgroup is killed first: a container reported exited never keeps running.
+/// its cgroup is killed first: a container reported exited never keeps running. Its
+/// systemd scope, if it has one, is stopped then, as the runtime's delete would have.
 fn exited_unexpectedly(record: &mut ContainerRecord, why: &str) {
     if record.state == StoredState::Exited {
         return;
     }
     if let Some(cgroup) = cgroups_path(record) {
         kill_cgroup(Path::new(CGROUP_ROOT), &cgroup);
+        crate::cgroup::stop_scope(&record.id, &record.spec_summary.cgroups_path);
     }
     record.state = StoredState::Exited;
     record.pid = None;
@@ -330,12 +332,26 @@ pub(crate) fn kill_cgroup(root: &Path, relative: &str) {
     );
 }
 
-/// Removes cgroup `relative` from every hierarchy (a lost container's monitor cannot).
+/// Removes cgroup `relative` from every hierarchy (a lost container's monitor cannot),
+/// the cgroups nested in it first: a delegated systemd scope lets the container make
+/// its own, and stopping the scope removes them only in the hierarchies systemd manages.
 pub(crate) fn remove_cgroup(root: &Path, relative: &str) {
     for dir in cgroup_dirs(root, relative) {
-        if let Err(e) = std::fs::remove_dir(&dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove container cgroup");
+        remove_cgroup_tree(&dir);
+    }
+}
+
+/// rmdir of cgroup directory `dir` after its child cgroups, depth first.
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&entry.path());
+            }
         }
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove container cgroup");
     }
 }
 

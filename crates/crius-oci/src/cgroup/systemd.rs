@@ -398,9 +398,25 @@ impl Systemd {
         .map(drop)
     }
 
-    /// Stops `unit` and waits until systemd has unloaded it; a unit that is already gone
-    /// is success. A failed unit's record is reset so that it is unloaded too.
+    /// SIGKILLs what is left in `unit`, stops it and waits until systemd has unloaded it;
+    /// a unit that is already gone is success. A failed unit's record is reset so that it
+    /// is unloaded too.
     pub fn stop_scope(&mut self, unit: &str) -> Result<()> {
+        // The kill first, through systemd: it reaches every process in the scope's tree,
+        // cgroups the container made inside it included, and spares StopUnit's SIGTERM
+        // and its stop timeout (90 s by default), which a container init in its own pid
+        // namespace would sit out, as it ignores SIGTERM unless it handles it.
+        let kill = [
+            Value::Str(unit.into()),
+            Value::Str("all".into()),
+            Value::Int32(libc::SIGKILL),
+        ];
+        match self.call(MANAGER_PATH, MANAGER, "KillUnit", &kill) {
+            Ok(_) => {}
+            Err(e) if no_such_unit(&e) => return Ok(()),
+            // StopUnit still kills what is left, only later.
+            Err(e) => tracing::debug!(unit, error = %e, "KillUnit failed; stopping anyway"),
+        }
         let args = [Value::Str(unit.into()), Value::Str("replace".into())];
         match self.call(MANAGER_PATH, MANAGER, "StopUnit", &args) {
             Ok(_) => {}
