@@ -9,6 +9,7 @@
 
 mod cgroup;
 pub mod container;
+mod decoded;
 mod error;
 pub mod events;
 mod inflight;

@@ -113,10 +113,10 @@ pub struct Runtime {
     events: crate::events::EventBus,
     /// CPU samples and writable layer sizes kept between stats calls.
     stats: crate::container::stats::StatsCache,
-    /// Every container record as decoded at a store generation (see
-    /// [`Runtime::container_records`]).
-    pub(crate) decoded_containers:
-        std::sync::Mutex<Option<(u64, Arc<Vec<crius_store::ContainerRecord>>)>>,
+    /// Every container record, as decoded at a store generation.
+    pub(crate) decoded_containers: crate::decoded::Decoded<crius_store::ContainerRecord>,
+    /// Every pod record, as decoded at a store generation.
+    pub(crate) decoded_pods: crate::decoded::Decoded<crius_store::PodRecord>,
 }
 
 impl Runtime {
@@ -167,7 +167,8 @@ impl Runtime {
             container_creates: Inflight::default(),
             events: crate::events::EventBus::default(),
             stats: crate::container::stats::StatsCache::default(),
-            decoded_containers: std::sync::Mutex::new(None),
+            decoded_containers: Default::default(),
+            decoded_pods: Default::default(),
         })
     }
 

@@ -119,26 +119,11 @@ impl Runtime {
         Ok(records.iter().filter(matches).map(view).collect())
     }
 
-    /// Every container record, decoded once per store generation: lists are frequent
-    /// (kubelet relists every second) and records change only on a write, so a list
-    /// between writes costs no decoding.
+    /// Every container record (decoded once per store generation).
     pub(crate) fn container_records(&self) -> Result<Arc<Vec<ContainerRecord>>> {
-        // Read before the transaction opens: every commit it counts is visible to the
-        // transaction, so the records are never older than the generation they are
-        // kept under (at worst newer, and then the next call decodes again).
-        let generation = self.store().generation();
-        let mut cache = self
-            .decoded_containers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((at, records)) = cache.as_ref() {
-            if *at == generation {
-                return Ok(records.clone());
-            }
-        }
-        let records = Arc::new(self.store().read()?.containers().list()?);
-        *cache = Some((generation, records.clone()));
-        Ok(records)
+        self.decoded_containers.get(self.store(), || {
+            Ok(self.store().read()?.containers().list()?)
+        })
     }
 
     /// The record of container `id` (full id or unique prefix).

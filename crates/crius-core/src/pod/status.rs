@@ -59,19 +59,24 @@ impl Runtime {
     /// Pods matching `filter`, oldest first, without the verbose `info` (lists never
     /// show it, and building it copies the stored pod config for every row).
     pub fn list_pods(&self, filter: &PodFilter) -> Result<Vec<PodStatus>> {
-        let mut records = self.store().read()?.pods().list()?;
-        records.retain(|p| {
-            filter
-                .id
-                .as_ref()
-                .is_none_or(|id| p.id.starts_with(id.as_str()))
-                && filter.state.is_none_or(|s| s == state_of(p.state))
-                && filter
-                    .labels
-                    .iter()
-                    .all(|(k, v)| p.labels.get(k) == Some(v))
-        });
-        let mut pods: Vec<PodStatus> = records.iter().map(summary).collect();
+        let records = self
+            .decoded_pods
+            .get(self.store(), || Ok(self.store().read()?.pods().list()?))?;
+        let mut pods: Vec<PodStatus> = records
+            .iter()
+            .filter(|p| {
+                filter
+                    .id
+                    .as_ref()
+                    .is_none_or(|id| p.id.starts_with(id.as_str()))
+                    && filter.state.is_none_or(|s| s == state_of(p.state))
+                    && filter
+                        .labels
+                        .iter()
+                        .all(|(k, v)| p.labels.get(k) == Some(v))
+            })
+            .map(summary)
+            .collect();
         pods.sort_by_key(|p| p.created_at_ns);
         Ok(pods)
     }
