@@ -1,5 +1,7 @@
 //! A minimal, blocking D-Bus client: just enough of the wire protocol to call systemd's
-//! manager (StartTransientUnit, StopUnit, GetUnit, ResetFailedUnit, Properties.Get).
+//! manager (StartTransientUnit, SetUnitProperties, KillUnit, StopUnit, GetUnit,
+//! ResetFailedUnit, Properties.Get), with the types their arguments and replies use
+//! (unit properties are `a(sv)`; `DeviceAllow` among them is an `a(ss)`).
 //!
 //! Written here rather than taken from a crate because the monitor is single-threaded and
 //! async-free, and the subset needed is small: SASL `EXTERNAL` authentication, method
@@ -913,6 +915,63 @@ mod tests {
         let sig: String = args.iter().map(Value::signature).collect();
         assert_eq!(sig, "ssa(sv)a(sa(sv))");
         assert_eq!(decode(&encode(&args), &sig), args);
+    }
+
+    #[test]
+    fn a_variant_holding_string_pairs_pads_each_struct_to_eight() {
+        // DeviceAllow's shape: a(ss).
+        let pair =
+            |p: &str, a: &str| Value::Struct(vec![Value::Str(p.into()), Value::Str(a.into())]);
+        let list = Value::Array(
+            "(ss)".into(),
+            vec![pair("/dev/char/1:3", "rwm"), pair("char-pts", "rw")],
+        );
+        assert_eq!(list.signature(), "a(ss)");
+        let variant = Value::Variant(Box::new(list.clone()));
+        let bytes = encode(std::slice::from_ref(&variant));
+        // Signature "a(ss)" at 0..7; the length at 8 (aligned to 4); the first struct
+        // at 16 (aligned to 8): "/dev/char/1:3" 16..34, "rwm" 36..44; the second struct
+        // at 48: "char-pts" 48..61, "rw" 64..71.
+        assert_eq!(&bytes[..7], &[5, b'a', b'(', b's', b's', b')', 0]);
+        assert_eq!(&bytes[8..12], &55u32.to_le_bytes());
+        assert_eq!(&bytes[16..20], &13u32.to_le_bytes());
+        assert_eq!(&bytes[20..33], b"/dev/char/1:3");
+        assert_eq!(&bytes[36..44], &[3, 0, 0, 0, b'r', b'w', b'm', 0]);
+        assert_eq!(&bytes[44..48], &[0, 0, 0, 0]);
+        assert_eq!(&bytes[48..52], &8u32.to_le_bytes());
+        assert_eq!(&bytes[64..71], &[2, 0, 0, 0, b'r', b'w', 0]);
+        assert_eq!(bytes.len(), 71);
+        assert_eq!(decode(&bytes, "v"), vec![variant]);
+        // As a unit property, beside others, and back.
+        let props = Value::Array(
+            "(sv)".into(),
+            vec![
+                Value::property("DevicePolicy", Value::Str("strict".into())),
+                Value::property("DeviceAllow", list),
+            ],
+        );
+        assert_eq!(
+            decode(&encode(&[Value::Byte(1), props.clone()]), "ya(sv)")[1],
+            props
+        );
+    }
+
+    #[test]
+    fn an_empty_string_pair_list_in_a_variant_still_pads_to_eight() {
+        // What clears DeviceAllow=: the length, then padding to the struct alignment.
+        let empty = Value::Variant(Box::new(Value::Array("(ss)".into(), Vec::new())));
+        let bytes = encode(std::slice::from_ref(&empty));
+        assert_eq!(
+            bytes,
+            [5, b'a', b'(', b's', b's', b')', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(decode(&bytes, "v"), vec![empty]);
+        // A pair list holding anything but (ss) is refused, not sent.
+        let wrong = Value::Array(
+            "(ss)".into(),
+            vec![Value::Struct(vec![Value::Str("a".into())])],
+        );
+        assert!(Writer::default().value(&wrong).is_err());
     }
 
     #[test]
