@@ -350,6 +350,14 @@ async fn the_systemd_driver_runs_containers_in_scopes_systemd_creates() {
     );
     assert_eq!(manager.unit_property(&unit, "ActiveState"), "active");
     assert_eq!(manager.unit_property(&unit, "ControlGroup"), scope);
+    // systemd holds the container's device rules (its default would open every device
+    // to the scope whenever it re-applies the unit's settings).
+    assert_eq!(manager.unit_property(&unit, "DevicePolicy"), "strict");
+    let allow = manager.unit_property(&unit, "DeviceAllow");
+    for want in ["/dev/char/1:3 rwm", "char-pts rwm", "char-* m"] {
+        assert!(allow.lines().any(|l| l == want), "{want} not in {allow}");
+    }
+    assert!(!allow.contains("1:11"), "{allow}");
     let dirs = common::cgroup_dirs(&scope);
     for controller in ["memory", "pids", "systemd"] {
         let hierarchy = std::path::Path::new("/sys/fs/cgroup").join(controller);

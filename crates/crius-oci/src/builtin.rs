@@ -11,8 +11,11 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxIdMapping, LinuxResources, Process as ProcessSpec, Spec};
+use oci_spec::runtime::{
+    LinuxDeviceCgroup, LinuxIdMapping, LinuxResources, Process as ProcessSpec, Spec,
+};
 
+use crate::cgroup::dbus::Value;
 use crate::cgroup::systemd::{self, ScopePath, Systemd};
 use crate::cgroup::{CgroupManager, CgroupStats};
 use crate::clone::{pidfd_send_signal, set_winsize, spawn};
@@ -31,6 +34,9 @@ struct Record {
     cgroup: Option<CgroupManager>,
     /// The systemd scope holding the cgroup (systemd-form `cgroupsPath`).
     scope: Option<ScopePath>,
+    /// Every device rule written to the cgroup so far, in order (creation's completed
+    /// list, then each update's): what systemd's `DeviceAllow=` must follow.
+    device_rules: Vec<LinuxDeviceCgroup>,
 }
 
 /// A container's cgroup before its process joins it.
@@ -40,7 +46,16 @@ struct ContainerCgroup {
     /// The spec's resources with the device rules completed.
     resources: LinuxResources,
     /// For a systemd-form path: the scope to create and a connection to its manager.
-    scope: Option<(ScopePath, Systemd)>,
+    scope: Option<SystemdScope>,
+}
+
+/// A scope still to be created.
+#[derive(Debug)]
+struct SystemdScope {
+    path: ScopePath,
+    manager: Systemd,
+    /// The unit's resource and device properties.
+    properties: Vec<Value>,
 }
 
 /// The built-in runtime. Must be used from a single-threaded process (see `clone`).
@@ -102,13 +117,24 @@ impl BuiltinRuntime {
         )));
         if systemd::is_systemd_path(&path) {
             let scope = ScopePath::parse(&path)?;
+            // Before any process exists: rules systemd cannot take refuse the container.
+            let unified = crate::cgroup::unified_host();
+            let mut properties = systemd::resource_properties(&resources, unified);
+            properties.extend(systemd::device_properties(
+                resources.devices().as_deref().unwrap_or_default(),
+                unified,
+            )?);
             let mut manager = self.systemd()?;
             let root = manager.manager_root()?;
             let mgr = CgroupManager::for_scope(&scope.cgroup_path(&root))?;
             return Ok(ContainerCgroup {
                 mgr,
                 resources,
-                scope: Some((scope, manager)),
+                scope: Some(SystemdScope {
+                    path: scope,
+                    manager,
+                    properties,
+                }),
             });
         }
         let mgr = CgroupManager::new(&path)?;
@@ -140,9 +166,10 @@ impl BuiltinRuntime {
 /// alone (v1 controllers a manager does not manage), writes the resources and adds `pid`
 /// to every hierarchy.
 fn join_cgroup(cg: &mut ContainerCgroup, pid: i32) -> Result<()> {
-    if let Some((scope, manager)) = cg.scope.as_mut() {
-        manager.start_scope(scope, pid, &cg.resources, crate::cgroup::unified_host())?;
-        tracing::debug!(unit = %scope.unit, pid, "systemd scope started");
+    if let Some(scope) = cg.scope.as_mut() {
+        let properties = std::mem::take(&mut scope.properties);
+        scope.manager.start_scope(&scope.path, pid, properties)?;
+        tracing::debug!(unit = %scope.path.unit, pid, "systemd scope started");
         cg.mgr.create()?;
         cg.mgr.apply(&cg.resources)?;
     }
@@ -265,7 +292,8 @@ impl OciRuntime for BuiltinRuntime {
         let mut cgroup = self.cgroup_for(id, spec)?;
         let launched = launch(id, &plan, spec, &mut |pid| join_cgroup(&mut cgroup, pid));
         drop(held.fds);
-        let scope = cgroup.scope.take().map(|(scope, _)| scope);
+        let scope = cgroup.scope.take().map(|s| s.path);
+        let device_rules = cgroup.resources.devices().clone().unwrap_or_default();
         let cgroup = cgroup.mgr;
         let (channel, spawned) = match launched {
             Ok(l) => l,
@@ -306,6 +334,7 @@ impl OciRuntime for BuiltinRuntime {
                 spec: spec.clone(),
                 cgroup: Some(cgroup),
                 scope,
+                device_rules,
             },
         );
         Ok(Process::new(spawned.pid.as_raw(), pidfd, pty))
@@ -435,18 +464,35 @@ impl OciRuntime for BuiltinRuntime {
     /// For a container in a systemd scope the new limits go to systemd first (as unit
     /// properties, runtime only): a `daemon-reload` re-applies a unit's properties to its
     /// cgroup and would otherwise bring back the limits set at creation. The files are
-    /// written after either way, with the exact figures.
+    /// written after either way, with the exact figures. Device rules in `resources` are
+    /// written after the ones already in the cgroup (as the v1 files take them), so
+    /// systemd gets the device list all of them together leave.
     fn update(&mut self, id: &str, resources: &LinuxResources) -> Result<()> {
+        let rec = self.record(id)?;
         let cgroup = self.cgroup_of(id, "update")?;
-        if let Some(scope) = &self.record(id)?.scope {
-            let properties = systemd::resource_properties(resources, crate::cgroup::unified_host());
+        let new_rules = resources.devices().as_ref().filter(|d| !d.is_empty());
+        let device_rules = new_rules.map(|new| {
+            let mut all = rec.device_rules.clone();
+            all.extend(new.iter().cloned());
+            all
+        });
+        if let Some(scope) = &rec.scope {
+            let unified = crate::cgroup::unified_host();
+            let mut properties = systemd::resource_properties(resources, unified);
+            if let Some(rules) = &device_rules {
+                properties.extend(systemd::device_properties(rules, unified)?);
+            }
             if !properties.is_empty() {
                 self.systemd()?
                     .set_unit_properties(&scope.unit, properties)?;
                 tracing::debug!(container_id = %id, unit = %scope.unit, "scope limits updated");
             }
         }
-        cgroup.apply(resources)
+        cgroup.apply(resources)?;
+        if let (Some(rules), Some(rec)) = (device_rules, self.containers.get_mut(id)) {
+            rec.device_rules = rules;
+        }
+        Ok(())
     }
 
     fn stats(&mut self, id: &str) -> Result<CgroupStats> {

@@ -191,8 +191,9 @@ fn a_live_update_reaches_the_scope_and_survives_a_daemon_reload() {
     // A reload re-reads the units and applies their properties to the cgroups of the
     // controllers the manager manages: the unit must hold the updated limits, or the
     // kernel's files go back to the creation's. (The test's user manager on a v1 hybrid
-    // host manages no v1 controller, so there the files' check after the reload holds
-    // either way and the unit's properties carry the test; on a v2 host both do.)
+    // host manages neither the v1 memory nor the pids hierarchy, only devices, so there
+    // the files' check after the reload holds either way and the unit's properties carry
+    // the test; on a v2 host both do.)
     let reload = manager.systemctl(&["daemon-reload"]);
     assert!(reload.status.success(), "daemon-reload: {reload:?}");
     check("after daemon-reload");
@@ -353,4 +354,237 @@ fn a_message_bus_is_greeted_and_calls_are_routed_by_destination() {
             &[],
         )
         .is_err());
+}
+
+/// Runs `script` in the running container `cid` and returns its stdout.
+fn exec_out(rt: &mut BuiltinRuntime, cid: &str, spec: &Spec, script: &str) -> String {
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(vec!["/bin/sh".into(), "-c".into(), script.into()]));
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let stdio = Stdio {
+        stdout: Some(w),
+        ..Stdio::default()
+    };
+    let exec = rt.exec(cid, &process, stdio).unwrap();
+    let out = common::read_all(r);
+    exec.wait().unwrap();
+    out
+}
+
+/// What the probe below prints for /dev/kmsg (1:11, outside the standard set; opened
+/// for writing only, which needs no syslog privilege and never blocks) and /dev/null.
+const DEVICE_PROBE: &str = "mknod /tmp/kmsg c 1 11 2>/dev/null; \
+    (exec 3>/tmp/kmsg) 2>/dev/null && echo KMSG-OK || echo KMSG-DENIED; \
+    (echo x > /dev/null) 2>/dev/null && echo NULL-OK || echo NULL-DENIED";
+
+/// The (specifier, access) pairs of a unit's `DeviceAllow`, as the manager returns them.
+fn device_allow(systemd: &mut Systemd, unit: &str) -> Vec<(String, String)> {
+    let value = systemd.scope_property(unit, "DeviceAllow").unwrap();
+    let Value::Variant(inner) = value else {
+        panic!("DeviceAllow is not a variant: {value:?}");
+    };
+    let Value::Array(sig, items) = *inner else {
+        panic!("DeviceAllow is not an array: {inner:?}");
+    };
+    assert_eq!(sig, "(ss)");
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::Struct(f) => (
+                f[0].as_str().unwrap().to_string(),
+                f[1].as_str().unwrap().to_string(),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+/// Waits until `check` holds for the text of `file`, which systemd rewrites once it
+/// re-applied a unit's settings after a reload (it may do so after the reload's reply).
+fn wait_for_file(file: &Path, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = read(file);
+        if check(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {what} did not happen within 10 s:\n{text}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_scope_keeps_the_containers_device_rules_across_a_daemon_reload() {
+    let test = "a_scope_keeps_the_containers_device_rules_across_a_daemon_reload";
+    if !crius_testkit::require_root(test) {
+        return;
+    }
+    let Some(manager) = SystemdUserManager::start(test) else {
+        return;
+    };
+    let bundle = Bundle::new();
+    let slice = "kubepods-besteffort-pod3.slice";
+    let slice_dir = format!(
+        "{}/kubepods.slice/kubepods-besteffort.slice/{slice}",
+        manager.root()
+    );
+    // A container with the usual rules (deny all, then the standard set) and a
+    // privileged one (deny all, allow all) in the same slice.
+    let cid = id("sd-dev");
+    let spec = with_cgroup(
+        bundle.spec(&["sleep", "300"]),
+        &format!("{slice}:crius:{cid}"),
+        serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]}),
+    );
+    let pid_ = id("sd-dev-priv");
+    let privileged = with_cgroup(
+        bundle.spec(&["sleep", "300"]),
+        &format!("{slice}:crius:{pid_}"),
+        serde_json::json!({"devices": [
+            {"allow": false, "access": "rwm"}, {"allow": true, "access": "rwm"}
+        ]}),
+    );
+    let (unit, punit) = (format!("crius-{cid}.scope"), format!("crius-{pid_}.scope"));
+    let mut rt = BuiltinRuntime::new().with_systemd_bus(manager.socket());
+    let process = rt
+        .create(&cid, bundle.path(), &spec, Stdio::default())
+        .unwrap();
+    rt.start(&cid).unwrap();
+    let pprocess = rt
+        .create(&pid_, bundle.path(), &privileged, Stdio::default())
+        .unwrap();
+    rt.start(&pid_).unwrap();
+
+    // systemd knows the rules: strict with the standard set, read back as a(ss).
+    let mut systemd = Systemd::connect(&manager.socket()).unwrap();
+    assert_eq!(
+        systemd
+            .scope_property(&unit, "DevicePolicy")
+            .unwrap()
+            .as_str(),
+        Some("strict")
+    );
+    let allow = device_allow(&mut systemd, &unit);
+    for want in [
+        ("/dev/char/1:3", "rwm"),
+        ("/dev/char/1:9", "rwm"),
+        ("/dev/char/5:2", "rwm"),
+        ("char-pts", "rwm"),
+        ("char-*", "m"),
+        ("block-*", "m"),
+    ] {
+        assert!(
+            allow.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} not in {allow:?}"
+        );
+    }
+    assert_eq!(allow.len(), 10, "{allow:?}");
+    assert!(manager
+        .unit_property(&unit, "DeviceAllow")
+        .lines()
+        .any(|l| l == "/dev/char/1:3 rwm"));
+    assert_eq!(manager.unit_property(&punit, "DevicePolicy"), "auto");
+    assert!(device_allow(&mut systemd, &punit).is_empty());
+    assert_eq!(
+        exec_out(&mut rt, &cid, &spec, DEVICE_PROBE),
+        "KMSG-DENIED\nNULL-OK\n"
+    );
+
+    // On a host with the v1 devices hierarchy: a mark systemd's re-application wipes
+    // (an extra allow for kmsg in the container's list, an extra deny in the privileged
+    // one's), to know it happened and that the probe sees the files' changes.
+    let v1 = Path::new("/sys/fs/cgroup/devices");
+    let v1 = v1.is_dir().then(|| {
+        let dir = |unit: &str| v1.join(slice_dir.trim_start_matches('/')).join(unit);
+        (dir(&unit), dir(&punit))
+    });
+    if let Some((dir, pdir)) = &v1 {
+        std::fs::write(dir.join("devices.allow"), "c 1:11 w").unwrap();
+        std::fs::write(pdir.join("devices.deny"), "c 1:11 w").unwrap();
+        assert_eq!(
+            exec_out(&mut rt, &cid, &spec, DEVICE_PROBE),
+            "KMSG-OK\nNULL-OK\n"
+        );
+    }
+    let reload = manager.systemctl(&["daemon-reload"]);
+    assert!(reload.status.success(), "daemon-reload: {reload:?}");
+    if let Some((dir, pdir)) = &v1 {
+        // systemd manages the devices hierarchy here (the mark goes): it wrote its own
+        // list, which must be the container's, not `a *:* rwm`.
+        let list = wait_for_file(&dir.join("devices.list"), "systemd's rewrite", |l| {
+            !l.lines().any(|l| l == "c 1:11 w")
+        });
+        assert!(!list.contains("a *:* rwm"), "{list}");
+        for want in ["c 1:3 rwm", "c 136:* rwm", "c *:* m", "b *:* m"] {
+            assert!(list.lines().any(|l| l == want), "{want} not in\n{list}");
+        }
+        // The privileged scope (auto, no list) is opened to every device again: what
+        // systemd did to every crius container's scope before it was told the rules.
+        wait_for_file(&pdir.join("devices.list"), "allow-all", |l| {
+            l == "a *:* rwm"
+        });
+    }
+    assert_eq!(
+        exec_out(&mut rt, &cid, &spec, DEVICE_PROBE),
+        "KMSG-DENIED\nNULL-OK\n"
+    );
+    assert_eq!(
+        exec_out(&mut rt, &pid_, &privileged, DEVICE_PROBE),
+        "KMSG-OK\nNULL-OK\n"
+    );
+
+    // An update carrying device rules adds them to the ones in force, for systemd too.
+    let update = serde_json::from_value(serde_json::json!({"devices": [
+        {"allow": true, "type": "c", "major": 1, "minor": 11, "access": "w"}
+    ]}))
+    .unwrap();
+    rt.update(&cid, &update).unwrap();
+    let allow = device_allow(&mut systemd, &unit);
+    assert!(
+        allow.contains(&("/dev/char/1:11".into(), "w".into())),
+        "{allow:?}"
+    );
+    assert_eq!(allow.len(), 11, "{allow:?}");
+    let reload = manager.systemctl(&["daemon-reload"]);
+    assert!(reload.status.success(), "daemon-reload: {reload:?}");
+    assert_eq!(
+        exec_out(&mut rt, &cid, &spec, DEVICE_PROBE),
+        "KMSG-OK\nNULL-OK\n"
+    );
+
+    for (c, p) in [(&cid, process), (&pid_, pprocess)] {
+        rt.kill(c, Signal::SIGKILL).unwrap();
+        p.wait().unwrap();
+        rt.delete(c, false).unwrap();
+    }
+}
+
+#[test]
+fn rules_systemd_cannot_express_refuse_the_container_before_it_starts() {
+    let test = "rules_systemd_cannot_express_refuse_the_container_before_it_starts";
+    if !crius_testkit::require_root(test) {
+        return;
+    }
+    let bundle = Bundle::new();
+    let cid = id("sd-dev-deny");
+    // No manager is needed to refuse: the rules are checked first.
+    let mut rt = BuiltinRuntime::new().with_systemd_bus("/nonexistent/systemd/private");
+    let spec = with_cgroup(
+        bundle.spec(&["true"]),
+        &format!("system.slice:crius:{cid}"),
+        serde_json::json!({"devices": [
+            {"allow": true, "access": "rwm"},
+            {"allow": false, "type": "c", "major": 1, "minor": 11, "access": "rwm"}
+        ]}),
+    );
+    let err = rt
+        .create(&cid, bundle.path(), &spec, Stdio::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("DeviceAllow="), "{err}");
+    assert!(rt.state(&cid).is_err(), "no container is recorded");
 }
