@@ -64,7 +64,11 @@ mod tests {
         assert_eq!(*decoded.get(&store, load).unwrap(), [1], "an abort counted");
         let txn = store.write().unwrap();
         txn.commit().unwrap();
-        assert_eq!(*decoded.get(&store, load).unwrap(), [2], "a commit went unseen");
+        assert_eq!(
+            *decoded.get(&store, load).unwrap(),
+            [2],
+            "a commit went unseen"
+        );
         assert_eq!(loads.get(), 2);
     }
 }
