@@ -104,16 +104,8 @@ async fn configured_cgroup_driver_wins_over_detection() {
         return;
     };
     let layout = Layout::new("rtconfig-sd");
-    let config = layout.scratch.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "cgroup_driver = \"systemd\"\nsystemd_bus = \"{}\"\n",
-            manager.socket().display()
-        ),
-    )
-    .unwrap();
-    let daemon = Daemon::start(&layout, &["--config", config.to_str().unwrap()]);
+    layout.use_systemd(&manager.socket());
+    let daemon = Daemon::start(&layout, &[]);
     let r = daemon
         .client()
         .await
@@ -299,17 +291,9 @@ fn a_killed_daemon_leaves_nothing_that_blocks_the_next() {
 #[test]
 fn the_systemd_driver_without_a_manager_stops_start_up_naming_the_socket() {
     let layout = Layout::new("sd-nobus");
-    let config = layout.scratch.path().join("config.toml");
     let bus = layout.scratch.path().join("systemd/private");
-    std::fs::write(
-        &config,
-        format!(
-            "cgroup_driver = \"systemd\"\nsystemd_bus = \"{}\"\n",
-            bus.display()
-        ),
-    )
-    .unwrap();
-    let out = run_criusd(&layout, &["--config", config.to_str().unwrap()]);
+    layout.use_systemd(&bus);
+    let out = run_criusd(&layout, &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&bus.display().to_string()), "{stderr}");

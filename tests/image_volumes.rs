@@ -85,18 +85,7 @@ async fn an_image_volume_shows_the_image_read_only_and_goes_with_its_container()
     assert_eq!(volume_mounts(&s).len(), 3);
 
     // Status reports which mounts are images.
-    let status = s
-        .client
-        .runtime
-        .container_status(api::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = common::status_of(&mut s.client, &id).await;
     let bin = status
         .mounts
         .iter()
@@ -195,16 +184,7 @@ async fn bad_image_volumes_are_refused_and_leave_nothing() {
         let mut config = container_config(&s.image, "bad", &["sleep", "300"]);
         // A good volume first, so a failure has something to undo.
         config.mounts = vec![image_mount("/ok", &s.image, ""), mount.clone()];
-        let err = s
-            .client
-            .runtime
-            .create_container(api::CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(config),
-                sandbox_config: Some(sandbox.clone()),
-            })
-            .await
-            .unwrap_err();
+        let err = common::create_refused(&mut s.client, &pod, Some(&sandbox), config).await;
         assert_eq!(err.code(), code, "{mount:?}: {err:?}");
         assert!(
             err.message().contains(needle),

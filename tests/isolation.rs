@@ -317,17 +317,7 @@ async fn the_systemd_driver_runs_containers_in_scopes_systemd_creates() {
         return;
     };
     let bus = manager.socket();
-    let Some(mut s) = common::setup_with("iso-systemd", |l| {
-        // Top-level keys: before the layout's [network] table.
-        let base = std::fs::read_to_string(l.config()).unwrap();
-        let driver = format!(
-            "cgroup_driver = \"systemd\"\nsystemd_bus = \"{}\"\n",
-            bus.display()
-        );
-        std::fs::write(l.config(), format!("{driver}{base}")).unwrap();
-    })
-    .await
-    else {
+    let Some(mut s) = common::setup_with("iso-systemd", |l| l.use_systemd(&bus)).await else {
         return;
     };
     // A top slice of its own, so concurrent tests and a real kubelet are never touched.

@@ -307,44 +307,23 @@ async fn bad_requests_get_the_right_codes_and_leave_nothing() {
     };
     let (pod, sandbox) = run_pod(&mut s, "strict").await;
 
-    let err = s
-        .client
-        .runtime
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: "no-such-pod".into(),
-            config: Some(container_config(&s.image, "x", &["/bin/true"])),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let err = common::create_refused(
+        &mut s.client,
+        "no-such-pod",
+        None,
+        container_config(&s.image, "x", &["/bin/true"]),
+    )
+    .await;
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
     let mut cfg = container_config(&s.image, "escape", &["/bin/true"]);
     cfg.log_path = "../../outside.log".into();
-    let err = s
-        .client
-        .runtime
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(cfg),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let err = common::create_refused(&mut s.client, &pod, None, cfg).await;
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
     let cfg = container_config(&s.image, "dup", &["/bin/true"]);
     create(&mut s, &pod, &sandbox, cfg.clone()).await;
-    let err = s
-        .client
-        .runtime
-        .create_container(api::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(cfg),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_err();
+    let err = common::create_refused(&mut s.client, &pod, None, cfg).await;
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
 
     let mut bad_pod = pod_config(&s.layout, "sysctl");

@@ -286,17 +286,7 @@ async fn a_killed_monitor_leaves_no_systemd_scope_behind() {
         return;
     };
     let bus = manager.socket();
-    let Some(mut s) = common::setup_with("restart-sd", |l| {
-        // Top-level keys: before the layout's [network] table.
-        let base = std::fs::read_to_string(l.config()).unwrap();
-        let driver = format!(
-            "cgroup_driver = \"systemd\"\nsystemd_bus = \"{}\"\n",
-            bus.display()
-        );
-        std::fs::write(l.config(), format!("{driver}{base}")).unwrap();
-    })
-    .await
-    else {
+    let Some(mut s) = common::setup_with("restart-sd", |l| l.use_systemd(&bus)).await else {
         return;
     };
     // A top slice of its own, so concurrent tests and a real kubelet are never touched.

@@ -218,16 +218,7 @@ async fn mount_mappings_without_a_user_namespace_or_half_given_are_refused() {
     ] {
         let mut config = container_config(&s.image, "bad", &["sleep", "300"]);
         config.mounts = vec![mount];
-        let err = s
-            .client
-            .runtime
-            .create_container(api::CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(config),
-                sandbox_config: Some(sandbox.clone()),
-            })
-            .await
-            .unwrap_err();
+        let err = common::create_refused(&mut s.client, &pod, Some(&sandbox), config).await;
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         assert!(err.message().contains(needle), "{}", err.message());
     }

@@ -111,6 +111,17 @@ impl Layout {
         self.scratch.path().join("base.toml")
     }
 
+    /// Puts the daemon on the systemd cgroup driver, talking to the manager at `bus`.
+    pub fn use_systemd(&self, bus: &Path) {
+        // Top-level keys: before the layout's [network] table.
+        let base = fs::read_to_string(self.config()).expect("read config");
+        let driver = format!(
+            "cgroup_driver = \"systemd\"\nsystemd_bus = \"{}\"\n",
+            bus.display()
+        );
+        fs::write(self.config(), format!("{driver}{base}")).expect("write config");
+    }
+
     /// Adds TOML to the layout's config file.
     pub fn add_config(&self, toml: &str) {
         let mut text = fs::read_to_string(self.config()).expect("read config");
@@ -431,6 +442,24 @@ pub async fn create_with(
         .expect("create container")
         .into_inner()
         .container_id
+}
+
+/// What CreateContainer answers for `config` in `pod`, which must be a refusal.
+pub async fn create_refused(
+    client: &mut CriClient,
+    pod: &str,
+    sandbox: Option<&api::PodSandboxConfig>,
+    config: api::ContainerConfig,
+) -> tonic::Status {
+    client
+        .runtime
+        .create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: sandbox.cloned(),
+        })
+        .await
+        .expect_err("CreateContainer accepted what it must refuse")
 }
 
 pub async fn create(
