@@ -239,11 +239,8 @@ async fn a_container_a_killed_daemon_never_recorded_is_released_at_start() {
 
     // What a daemon killed inside CreateContainer leaves: a bundle, its mounts and
     // snapshots and maybe a process, but no record.
-    // The daemon's own runtime, opened on its config while no daemon runs, forgets it.
-    let mut config = crius::config::Config::load(&layout.config()).unwrap();
-    config.root = layout.root.clone();
-    config.state = layout.state.clone();
-    let runtime = crius_core::Runtime::open(config.runtime_options()).unwrap();
+    // The daemon's own runtime, opened while no daemon runs, forgets it.
+    let runtime = layout.open_runtime();
     let txn = runtime.store().write().unwrap();
     assert!(txn.containers().remove(&id).unwrap());
     txn.commit().unwrap();

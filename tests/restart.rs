@@ -431,3 +431,51 @@ async fn thirty_pods_created_and_removed_leave_nothing_behind() {
         assert!(left.is_empty(), "cgroups of {pod} remain: {left:?}");
     }
 }
+
+#[tokio::test]
+async fn a_pod_a_killed_daemon_never_recorded_is_released_at_start() {
+    let Some(s) = setup("restart-stale-pod").await else {
+        return;
+    };
+    let common::Setup {
+        layout,
+        fixture: _fixture,
+        daemon,
+        mut client,
+        image: _,
+    } = s;
+    let sandbox = common::pod_config(&layout, "stale-pod");
+    let pod = common::run_pod_with(&mut client, &sandbox).await;
+    let dir = layout.state.join("pods").join(&pod);
+    let monitor = monitor_pid(&layout, &pod);
+    assert!(alive(u32::try_from(monitor).unwrap()));
+    drop(client);
+    daemon.stop_with(Signal::SIGKILL);
+
+    // What a daemon killed inside RunPodSandbox leaves: a pod directory with a live
+    // monitor, its namespace pins and its /dev/shm, but no record.
+    let runtime = layout.open_runtime();
+    let txn = runtime.store().write().unwrap();
+    assert!(txn.pods().remove(&pod).unwrap());
+    txn.commit().unwrap();
+    drop(runtime);
+
+    let _daemon = Daemon::start(&layout, &[]);
+    assert!(
+        !dir.exists(),
+        "the unrecorded pod's directory is still there"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(u32::try_from(monitor).unwrap()) {
+        assert!(
+            Instant::now() < deadline,
+            "monitor {monitor} of {pod} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&pod)),
+        "mounts of {pod} left: {mounts}"
+    );
+}

@@ -111,6 +111,15 @@ impl Layout {
         self.scratch.path().join("base.toml")
     }
 
+    /// The runtime a daemon of this layout opens (its config, root and state), for a test
+    /// to change the store while no daemon runs.
+    pub fn open_runtime(&self) -> crius_core::Runtime {
+        let mut config = crius::config::Config::load(&self.config()).expect("load config");
+        config.root = self.root.clone();
+        config.state = self.state.clone();
+        crius_core::Runtime::open(config.runtime_options()).expect("open the runtime")
+    }
+
     /// Puts the daemon on the systemd cgroup driver, talking to the manager at `bus`.
     pub fn use_systemd(&self, bus: &Path) {
         // Top-level keys: before the layout's [network] table.

@@ -232,7 +232,12 @@ impl Runtime {
 
     /// `<state>/pods/<id>`: the pod's monitor socket, namespace pins and files.
     pub(crate) fn pod_dir(&self, id: &str) -> PathBuf {
-        self.options.state.join("pods").join(id)
+        self.pods_dir().join(id)
+    }
+
+    /// The directory holding every pod's directory.
+    pub(crate) fn pods_dir(&self) -> PathBuf {
+        self.options.state.join("pods")
     }
 
     /// The monitor binary: configured, else `crius-monitor` beside this executable, else

@@ -49,6 +49,7 @@ impl Runtime {
         tracing::info!(pods = pods.len(), "recovered pods from the store");
         self.release_stale_networks(&pods);
         self.release_stale_containers(&pods);
+        self.release_stale_pods(&pods);
         Ok(())
     }
 

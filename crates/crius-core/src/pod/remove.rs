@@ -34,6 +34,30 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Releases every pod directory under the state dir that has no record: a daemon
+    /// killed inside RunPodSandbox (after the monitor was spawned, before the record was
+    /// written) never ran its rollback, so the monitor, its namespace pins and the pod's
+    /// /dev/shm would outlive it. Failures are logged; the next start tries again.
+    pub(crate) fn release_stale_pods(&self, pods: &[crius_store::PodRecord]) {
+        let known: std::collections::HashSet<&str> = pods.iter().map(|p| p.id.as_str()).collect();
+        let Ok(entries) = fs::read_dir(self.pods_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if known.contains(id.as_str()) || !entry.path().is_dir() {
+                continue;
+            }
+            let dir = entry.path();
+            match shutdown_monitor(&dir, monitor_pid(&dir)) {
+                Ok(()) => tracing::info!(pod_id = %id, "released a pod that was never recorded"),
+                Err(e) => tracing::warn!(pod_id = %id, error = %e, "cannot release a stale pod"),
+            }
+        }
+    }
+}
+
 /// The monitor's pid as its socket's peer, if it still answers.
 fn monitor_pid(dir: &Path) -> Option<i32> {
     MonitorClient::connect(&dir.join("monitor.sock"), MONITOR_TIMEOUT)
