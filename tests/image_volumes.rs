@@ -112,27 +112,21 @@ async fn an_image_volume_shows_the_image_read_only_and_goes_with_its_container()
     let (code, out, _) = exec(&mut s.client, &id, &["cat", "/models/models/weights.bin"]).await;
     assert_eq!((code, out.as_str()), (0, "0123456789"));
 
-    for rpc in ["stop", "remove"] {
-        let r = if rpc == "stop" {
-            s.client
-                .runtime
-                .stop_container(api::StopContainerRequest {
-                    container_id: id.clone(),
-                    timeout: 0,
-                })
-                .await
-                .map(|_| ())
-        } else {
-            s.client
-                .runtime
-                .remove_container(api::RemoveContainerRequest {
-                    container_id: id.clone(),
-                })
-                .await
-                .map(|_| ())
-        };
-        r.unwrap();
-    }
+    s.client
+        .runtime
+        .stop_container(api::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    s.client
+        .runtime
+        .remove_container(api::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
     assert!(volume_mounts(&s).is_empty(), "{:?}", volume_mounts(&s));
 }
 

@@ -40,6 +40,46 @@ fn read(path: &Path) -> String {
         .to_string()
 }
 
+/// `sleep 300` started with a 64 MiB memory and 40 pids limit in the scope
+/// `crius-<cid>.scope` of `slice`, and where systemd puts that scope.
+struct Scoped {
+    _bundle: Bundle,
+    cid: String,
+    spec: Spec,
+    unit: String,
+    /// The scope's directory below each hierarchy's root.
+    rel: String,
+    rt: BuiltinRuntime,
+    process: crius_oci::Process,
+}
+
+fn start_in_scope(manager: &SystemdUserManager, tag: &str, slice: &str) -> Scoped {
+    let bundle = Bundle::new();
+    let cid = id(tag);
+    let spec = with_cgroup(
+        bundle.spec(&["sleep", "300"]),
+        &format!("{slice}:crius:{cid}"),
+        serde_json::json!({"memory": {"limit": 64 << 20}, "pids": {"limit": 40}}),
+    );
+    let unit = format!("crius-{cid}.scope");
+    let slice_dir = crius_oci::cgroup::systemd::slice_path(slice).unwrap();
+    let rel = format!("{}{slice_dir}/{unit}", manager.root());
+    let mut rt = BuiltinRuntime::new().with_systemd_bus(manager.socket());
+    let process = rt
+        .create(&cid, bundle.path(), &spec, Stdio::default())
+        .unwrap();
+    rt.start(&cid).unwrap();
+    Scoped {
+        _bundle: bundle,
+        cid,
+        spec,
+        unit,
+        rel,
+        rt,
+        process,
+    }
+}
+
 #[test]
 fn a_container_runs_in_a_scope_systemd_knows_with_its_limits() {
     let test = "a_container_runs_in_a_scope_systemd_knows_with_its_limits";
@@ -49,23 +89,15 @@ fn a_container_runs_in_a_scope_systemd_knows_with_its_limits() {
     let Some(manager) = SystemdUserManager::start(test) else {
         return;
     };
-    let bundle = Bundle::new();
-    let cid = id("sd-scope");
-    let spec = with_cgroup(
-        bundle.spec(&["sleep", "300"]),
-        &format!("kubepods-besteffort-pod1.slice:crius:{cid}"),
-        serde_json::json!({"memory": {"limit": 64 << 20}, "pids": {"limit": 40}}),
-    );
-    let unit = format!("crius-{cid}.scope");
-    let rel = format!(
-        "{}/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/{unit}",
-        manager.root()
-    );
-    let mut rt = BuiltinRuntime::new().with_systemd_bus(manager.socket());
-    let process = rt
-        .create(&cid, bundle.path(), &spec, Stdio::default())
-        .unwrap();
-    rt.start(&cid).unwrap();
+    let Scoped {
+        _bundle,
+        cid,
+        spec,
+        unit,
+        rel,
+        mut rt,
+        process,
+    } = start_in_scope(&manager, "sd-scope", "kubepods-besteffort-pod1.slice");
     let pid = process.pid();
 
     // systemd has the unit, active, at the expected cgroup, with the container in it.
@@ -138,23 +170,15 @@ fn a_live_update_reaches_the_scope_and_survives_a_daemon_reload() {
     let Some(manager) = SystemdUserManager::start(test) else {
         return;
     };
-    let bundle = Bundle::new();
-    let cid = id("sd-update");
-    let spec = with_cgroup(
-        bundle.spec(&["sleep", "300"]),
-        &format!("kubepods-burstable-pod2.slice:crius:{cid}"),
-        serde_json::json!({"memory": {"limit": 64 << 20}, "pids": {"limit": 40}}),
-    );
-    let unit = format!("crius-{cid}.scope");
-    let rel = format!(
-        "{}/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod2.slice/{unit}",
-        manager.root()
-    );
-    let mut rt = BuiltinRuntime::new().with_systemd_bus(manager.socket());
-    let process = rt
-        .create(&cid, bundle.path(), &spec, Stdio::default())
-        .unwrap();
-    rt.start(&cid).unwrap();
+    let Scoped {
+        _bundle,
+        cid,
+        unit,
+        rel,
+        mut rt,
+        process,
+        ..
+    } = start_in_scope(&manager, "sd-update", "kubepods-burstable-pod2.slice");
     assert_eq!(manager.unit_property(&unit, "TasksMax"), "40");
 
     let update = serde_json::from_value(serde_json::json!({
