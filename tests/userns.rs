@@ -165,6 +165,32 @@ async fn a_user_namespaced_pod_sees_id_mapped_volumes_as_their_owners_see_them()
         assert_ne!(code, 0, "{path} is writable");
     }
 
+    // The pod's files are its root's: it may edit its /etc/hosts.
+    let (_, out, _) = exec(
+        &mut s.client,
+        &id,
+        &[
+            "stat",
+            "-c",
+            "%u:%g",
+            "/etc/hosts",
+            "/etc/resolv.conf",
+            "/etc/hostname",
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["0:0", "0:0", "0:0"]
+    );
+    let (code, _, err) = exec(
+        &mut s.client,
+        &id,
+        &["sh", "-c", "echo 10.0.0.9 extra >> /etc/hosts"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+
     // Through the id-mapped mount the host's root owns the volume, as in the pod.
     let (_, out, _) = exec(
         &mut s.client,

@@ -206,15 +206,12 @@ impl Runtime {
             )));
         };
         let root_of = |maps: &[IdMapping]| {
-            maps.iter()
-                .find(|m| m.container_id == 0)
-                .map(|m| m.host_id)
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "pod {}: its user namespace maps no host id to the container's root (0)",
-                        pod.id
-                    ))
-                })
+            IdMapping::host_id_of(maps, 0).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "pod {}: its user namespace maps no host id to the container's root (0)",
+                    pod.id
+                ))
+            })
         };
         std::os::unix::fs::chown(&upper, Some(root_of(uids)?), Some(root_of(gids)?))
             .map_err(|e| Error::io(format!("chown {}", upper.display()), e))?;

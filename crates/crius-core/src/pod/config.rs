@@ -73,3 +73,43 @@ pub struct IdMapping {
     pub host_id: u32,
     pub length: u32,
 }
+
+impl IdMapping {
+    /// The host id container id `id` maps to through `maps`; `None` when no range holds it.
+    pub fn host_id_of(maps: &[IdMapping], id: u32) -> Option<u32> {
+        maps.iter()
+            .find(|m| id >= m.container_id && id - m.container_id < m.length)
+            .and_then(|m| m.host_id.checked_add(id - m.container_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_id_maps_through_the_range_that_holds_it() {
+        let maps = [
+            IdMapping {
+                container_id: 0,
+                host_id: 100_000,
+                length: 1000,
+            },
+            IdMapping {
+                container_id: 5000,
+                host_id: 200_000,
+                length: 10,
+            },
+        ];
+        assert_eq!(IdMapping::host_id_of(&maps, 0), Some(100_000));
+        assert_eq!(IdMapping::host_id_of(&maps, 999), Some(100_999));
+        assert_eq!(IdMapping::host_id_of(&maps, 1000), None);
+        assert_eq!(IdMapping::host_id_of(&maps, 5009), Some(200_009));
+        let overflow = [IdMapping {
+            container_id: 0,
+            host_id: u32::MAX,
+            length: 2,
+        }];
+        assert_eq!(IdMapping::host_id_of(&overflow, 1), None);
+    }
+}

@@ -25,6 +25,14 @@ impl PodFiles {
         }
     }
 
+    /// Gives the three files to `uid` and `gid` (a user-namespaced pod's root).
+    pub(crate) fn chown(&self, uid: Option<u32>, gid: Option<u32>) -> std::io::Result<()> {
+        for file in [&self.resolv_conf, &self.hostname, &self.hosts] {
+            std::os::unix::fs::chown(file, uid, gid)?;
+        }
+        Ok(())
+    }
+
     /// Writes the three files for `config`; `resolv` comes from [`resolv_conf`].
     pub(crate) fn write(&self, resolv: &str, hostname: &str) -> std::io::Result<()> {
         write_file(&self.resolv_conf, resolv.as_bytes())?;

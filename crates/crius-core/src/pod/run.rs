@@ -48,9 +48,18 @@ impl Runtime {
         });
 
         let hostname = pod_hostname(config);
-        PodFiles::in_dir(&dir)
+        let files = PodFiles::in_dir(&dir);
+        files
             .write(&resolv_conf(config)?, &hostname)
             .map_err(|e| Error::io(format!("write pod files in {}", dir.display()), e))?;
+        if let Some(user) = &config.user_namespace {
+            // The pod's root may edit its /etc/hosts as any container root can; without
+            // this, the host's root would own the files, nobody inside the pod.
+            let root = |maps| super::config::IdMapping::host_id_of(maps, 0);
+            files
+                .chown(root(&user.uids), root(&user.gids))
+                .map_err(|e| Error::io(format!("chown pod files in {}", dir.display()), e))?;
+        }
         if !config.host_ipc {
             super::shm::mount_pod_shm(&dir)?;
             let shm_dir = dir.clone();
