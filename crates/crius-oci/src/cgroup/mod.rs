@@ -56,23 +56,18 @@ impl CgroupManager {
     /// The manager for `path` on the host's cgroup layout (v2 when /sys/fs/cgroup is
     /// cgroup2, otherwise v1 hierarchies read from /proc/self/mountinfo).
     pub fn new(path: &Path) -> Result<Self> {
-        let rel = relative(path)?;
-        if unified_host() {
-            return Ok(CgroupManager::V2(V2Manager::new(
-                Path::new("/sys/fs/cgroup"),
-                &rel,
-            )));
-        }
-        Ok(CgroupManager::V1(V1Manager::new(
-            v1::host_hierarchies()?,
-            &rel,
-        )))
+        Self::on_host(path, false)
     }
 
     /// The manager for the directory `path` of a systemd scope: on a v1 (hybrid) host it
     /// also covers systemd's `name=systemd` hierarchy and the cgroup2 mount, where systemd
     /// tracks the scope, so processes added later (exec) join the scope there too.
     pub fn for_scope(path: &Path) -> Result<Self> {
+        Self::on_host(path, true)
+    }
+
+    /// `path` on the host's layout; on v1 with systemd's own hierarchies when `systemd`.
+    fn on_host(path: &Path, systemd: bool) -> Result<Self> {
         let rel = relative(path)?;
         if unified_host() {
             return Ok(CgroupManager::V2(V2Manager::new(
@@ -80,10 +75,12 @@ impl CgroupManager {
                 &rel,
             )));
         }
-        Ok(CgroupManager::V1(V1Manager::new(
-            v1::host_hierarchies_with_systemd()?,
-            &rel,
-        )))
+        let hierarchies = if systemd {
+            v1::host_hierarchies_with_systemd()?
+        } else {
+            v1::host_hierarchies()?
+        };
+        Ok(CgroupManager::V1(V1Manager::new(hierarchies, &rel)))
     }
 
     /// The manager for the cgroup process `pid` is in, from `/proc/<pid>/cgroup` (on v1
