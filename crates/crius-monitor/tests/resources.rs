@@ -98,6 +98,36 @@ fn stats_and_resource_updates_use_the_container_cgroup() {
 }
 
 #[test]
+fn a_runc_handler_container_is_updated_by_the_cli() {
+    if !crius_testkit::require_root("a_runc_handler_container_is_updated") {
+        return;
+    }
+    let runc = Path::new("/usr/sbin/runc");
+    assert!(
+        runc.exists(),
+        "runc is not installed (scripts/install-deps.sh --test)"
+    );
+    let parent = CgroupParent::new("runc-update");
+    let pod = Pod::start("runc-update", namespaces(false));
+    let mut client = pod.client();
+    let path = parent.child("r");
+    let mut req = with_cgroup(pod.create_request("r", &["/bin/sleep", "60"]), &path, None);
+    req.runtime = crius_monitor::protocol::RuntimeChoice::Binary { path: runc.into() };
+    client.create(req).unwrap();
+    client.start("r").unwrap();
+    client
+        .update_resources("r", memory_limit(48 << 20))
+        .unwrap();
+    if let Some(limit) = v1_memory_file(&path, "memory.limit_in_bytes") {
+        assert_eq!(limit, (48u64 << 20).to_string());
+    }
+    client
+        .stop("r", Duration::from_millis(200), libc::SIGTERM)
+        .unwrap();
+    client.remove("r").unwrap();
+}
+
+#[test]
 fn an_oom_kill_is_recorded_as_oomkilled() {
     if !crius_testkit::require_root("an_oom_kill_is_recorded") {
         return;

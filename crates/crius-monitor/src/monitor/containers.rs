@@ -403,9 +403,14 @@ impl Monitor {
     pub(crate) fn update_resources(&mut self, id: &str, resources: &LinuxResources) -> Result<()> {
         match self.container(id)?.runtime {
             // The built-in runtime knows the systemd scope behind a container's cgroup
-            // and gives systemd the new limits too, so a daemon-reload keeps them.
+            // and gives systemd the new limits too, so a daemon-reload keeps them; a
+            // runc-compatible CLI does the same in its own `update` (a scope's cgroup is
+            // not one the monitor could write itself).
             RuntimeChoice::Builtin => self.builtin.update(id, resources)?,
-            RuntimeChoice::Binary { .. } => self.cgroup(id)?.apply(resources)?,
+            RuntimeChoice::Binary { .. } => {
+                let choice = self.container(id)?.runtime.clone();
+                self.runtime(&choice).update(id, resources)?;
+            }
         }
         Ok(())
     }
