@@ -309,9 +309,6 @@ async fn a_memory_hog_over_its_limit_is_oom_killed() {
 #[tokio::test]
 async fn the_systemd_driver_runs_containers_in_scopes_systemd_creates() {
     let test = "the_systemd_driver_runs_containers_in_scopes_systemd_creates";
-    if !crius_testkit::require_root(test) {
-        return;
-    }
     // A real systemd (a user manager of the test's own: this host's init is not systemd).
     let Some(manager) = crius_testkit::systemd::SystemdUserManager::start(test) else {
         return;

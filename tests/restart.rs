@@ -278,9 +278,6 @@ async fn a_killed_monitor_leaves_its_containers_exited_and_gone() {
 #[tokio::test]
 async fn a_killed_monitor_leaves_no_systemd_scope_behind() {
     let test = "a_killed_monitor_leaves_no_systemd_scope_behind";
-    if !crius_testkit::require_root(test) {
-        return;
-    }
     // A real systemd (a user manager of the test's own: this host's init is not systemd).
     let Some(manager) = crius_testkit::systemd::SystemdUserManager::start(test) else {
         return;

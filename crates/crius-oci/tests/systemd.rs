@@ -83,9 +83,6 @@ fn start_in_scope(manager: &SystemdUserManager, tag: &str, slice: &str) -> Scope
 #[test]
 fn a_container_runs_in_a_scope_systemd_knows_with_its_limits() {
     let test = "a_container_runs_in_a_scope_systemd_knows_with_its_limits";
-    if !crius_testkit::require_root(test) {
-        return;
-    }
     let Some(manager) = SystemdUserManager::start(test) else {
         return;
     };
@@ -164,9 +161,6 @@ fn a_container_runs_in_a_scope_systemd_knows_with_its_limits() {
 #[test]
 fn a_live_update_reaches_the_scope_and_survives_a_daemon_reload() {
     let test = "a_live_update_reaches_the_scope_and_survives_a_daemon_reload";
-    if !crius_testkit::require_root(test) {
-        return;
-    }
     let Some(manager) = SystemdUserManager::start(test) else {
         return;
     };
@@ -444,9 +438,6 @@ fn wait_for_file(file: &Path, what: &str, check: impl Fn(&str) -> bool) -> Strin
 #[test]
 fn a_scope_keeps_the_containers_device_rules_across_a_daemon_reload() {
     let test = "a_scope_keeps_the_containers_device_rules_across_a_daemon_reload";
-    if !crius_testkit::require_root(test) {
-        return;
-    }
     let Some(manager) = SystemdUserManager::start(test) else {
         return;
     };

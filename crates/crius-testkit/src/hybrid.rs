@@ -31,14 +31,10 @@ pub fn unified_has_controllers() -> bool {
         .is_ok_and(|c| !c.trim().is_empty())
 }
 
-/// Moves the **calling thread** into a new mount namespace, makes every mount in it
-/// private (so nothing done here reaches the host) and, when [`unified_has_controllers`],
-/// replaces [`UNIFIED`] there by an empty scratch tmpfs. Processes spawned from this
-/// thread afterwards inherit the namespace. Returns whether the unified mount was hidden.
-///
-/// Meant for a test process of its own (nextest runs each test in one) or a benchmark's
-/// main thread: other threads of the process keep the host's mount namespace.
-pub fn hide_unified_cgroup_mount() -> io::Result<bool> {
+/// Moves the **calling thread** into a new mount namespace whose mounts are all private,
+/// so nothing mounted there reaches the host; processes spawned from this thread
+/// afterwards inherit it.
+pub fn private_mount_namespace() -> io::Result<()> {
     // unshare(CLONE_NEWNS) also unshares the thread's fs struct: allowed while other
     // threads run, and it affects only this thread (unshare(2)).
     unshare(CloneFlags::CLONE_NEWNS).map_err(io::Error::from)?;
@@ -49,7 +45,18 @@ pub fn hide_unified_cgroup_mount() -> io::Result<bool> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(io::Error::from)?;
+    .map_err(io::Error::from)
+}
+
+/// Moves the **calling thread** into a new mount namespace, makes every mount in it
+/// private (so nothing done here reaches the host) and, when [`unified_has_controllers`],
+/// replaces [`UNIFIED`] there by an empty scratch tmpfs. Processes spawned from this
+/// thread afterwards inherit the namespace. Returns whether the unified mount was hidden.
+///
+/// Meant for a test process of its own (nextest runs each test in one) or a benchmark's
+/// main thread: other threads of the process keep the host's mount namespace.
+pub fn hide_unified_cgroup_mount() -> io::Result<bool> {
+    private_mount_namespace()?;
     if !unified_has_controllers() {
         return Ok(false);
     }

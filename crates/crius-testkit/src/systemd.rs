@@ -26,9 +26,12 @@ pub struct SystemdUserManager {
 
 impl SystemdUserManager {
     /// Starts a manager for `test` and waits for its private socket. Returns `None` (with
-    /// a loud skip notice) when systemd is not installed, except under `CI=true`, where
-    /// the CI installs it and a missing one fails the test.
+    /// a loud skip notice) when not root or when systemd is not installed, except under
+    /// `CI=true`, where the CI runs as root and installs it, and either fails the test.
     pub fn start(test: &str) -> Option<Self> {
+        if !crate::require_root(test) {
+            return None;
+        }
         if !Path::new(SYSTEMD).exists() {
             assert!(
                 std::env::var("CI").map(|v| v != "true").unwrap_or(true),

@@ -325,15 +325,7 @@ impl Drop for SubmountDir {
 /// inherit them).
 pub fn dir_with_submount() -> SubmountDir {
     use nix::mount::{mount, MsFlags};
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .unwrap();
+    crius_testkit::hybrid::private_mount_namespace().unwrap();
     let dir = tempfile::Builder::new()
         .prefix("crius-oci-submount")
         .tempdir_in("/tmp")
